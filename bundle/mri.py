@@ -1,0 +1,121 @@
+"""Core MRI maths shared by the data pipeline, the networks, the losses and the metrics.
+
+Conventions (see ``docs/conventions.md``):
+
+* k-space and coil images are complex tensors whose last two axes are ``(nx, ny)``: readout, then
+  phase encode. ``ny`` is the undersampled axis.
+* ``fft2c``/``ifft2c`` are centred and orthonormal over the last two axes:
+  ``image = fftshift(ifft2(ifftshift(k)))``.
+* ``rhu`` is MATLAB ``round`` (half away from zero); Python's ``round`` is half-to-even and differs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = [
+    "rhu",
+    "centered_bounds",
+    "roi_size",
+    "roi_bounds",
+    "crop_roi",
+    "fft2c",
+    "ifft2c",
+    "fft2c_np",
+    "ifft2c_np",
+    "rss",
+    "rss_np",
+    "neighbour_frame_indices",
+]
+
+
+def rhu(x: float) -> int:
+    """MATLAB ``round``: round half away from zero."""
+    return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
+
+
+def centered_bounds(n: int, size: int) -> tuple[int, int]:
+    """0-based half-open ``[start, start + size)`` of MATLAB's centred crop/pad of ``size`` out of ``n``.
+
+    start = floor(n/2) + ceil(-size/2). Used for the ACS band and the challenge ROI.
+    """
+    if size > n or size < 0:
+        raise ValueError(f"cannot take a centred window of {size} out of {n}")
+    start = n // 2 + math.ceil(-size / 2)
+    return start, start + size
+
+
+def roi_size(nx: int, ny: int) -> tuple[int, int]:
+    """Challenge ROI ``(rhu(nx/3), rhu(ny/2))``."""
+    return rhu(nx / 3), rhu(ny / 2)
+
+
+def roi_bounds(nx: int, ny: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Row and column bounds of the challenge ROI for an ``(nx, ny)`` image."""
+    sx, sy = roi_size(nx, ny)
+    return centered_bounds(nx, sx), centered_bounds(ny, sy)
+
+
+def crop_roi(x):
+    """Centre-crop the last two axes ``(nx, ny)`` of a tensor or array to the challenge ROI."""
+    (r0, r1), (c0, c1) = roi_bounds(x.shape[-2], x.shape[-1])
+    return x[..., r0:r1, c0:c1]
+
+
+def fft2c(x: torch.Tensor) -> torch.Tensor:
+    """Centred orthonormal 2-D FFT over the last two axes of a complex tensor ``(..., nx, ny)``."""
+    x = torch.fft.ifftshift(x, dim=(-2, -1))
+    x = torch.fft.fft2(x, norm="ortho")
+    return torch.fft.fftshift(x, dim=(-2, -1))
+
+
+def ifft2c(x: torch.Tensor) -> torch.Tensor:
+    """Centred orthonormal 2-D inverse FFT over the last two axes of a complex tensor ``(..., nx, ny)``."""
+    x = torch.fft.ifftshift(x, dim=(-2, -1))
+    x = torch.fft.ifft2(x, norm="ortho")
+    return torch.fft.fftshift(x, dim=(-2, -1))
+
+
+def fft2c_np(x: np.ndarray, axes: tuple[int, int] = (-2, -1)) -> np.ndarray:
+    """NumPy twin of :func:`fft2c` over ``axes``."""
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=axes), axes=axes, norm="ortho"), axes=axes)
+
+
+def ifft2c_np(x: np.ndarray, axes: tuple[int, int] = (-2, -1)) -> np.ndarray:
+    """NumPy twin of :func:`ifft2c` over ``axes``."""
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(x, axes=axes), axes=axes, norm="ortho"), axes=axes)
+
+
+def rss(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Root-sum-of-squares coil combination ``sqrt(sum_c |x_c|^2)`` of a complex (or real) tensor."""
+    if x.is_complex():
+        return torch.sqrt((x.real.square() + x.imag.square()).sum(dim))
+    return torch.sqrt(x.square().sum(dim))
+
+
+def rss_np(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    """NumPy twin of :func:`rss`."""
+    return np.sqrt((np.abs(x) ** 2).sum(axis))
+
+
+def neighbour_frame_indices(t: int, nt: int, num_adj: int = 5) -> list[int]:
+    """Frame indices stacked around target frame ``t`` of a series with ``nt`` frames.
+
+    Circular wrap for ``nt >= num_adj``; for short series the span shrinks to ``floor(nt/2)`` on each side
+    and the edge frames are replicated (nt=3 gives ``[t-1, t-1, t, t+1, t+1]`` mod 3; nt=1 gives all
+    zeros). Centre entry is always ``t``.
+    """
+    if nt < 1:
+        raise ValueError(f"a series needs at least one frame, got nt={nt}")
+    if not 0 <= t < nt:
+        raise ValueError(f"frame {t} is outside a series of {nt} frames")
+    if num_adj < 1 or num_adj % 2 == 0:
+        raise ValueError(f"num_adj must be a positive odd number, got {num_adj}")
+    half = num_adj // 2
+    lo = max(-half, -(nt // 2))
+    hi = min(half, nt // 2)
+    idx = [(t + d) % nt for d in range(lo, hi + 1)]
+    return [idx[0]] * (lo + half) + idx + [idx[-1]] * (half - hi)
