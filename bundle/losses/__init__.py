@@ -1,0 +1,37 @@
+"""Training losses: the Eagle loss (three variants), the training SSIM, HyperCMR's VGG term and the total loss.
+
+See ``spec/loss.md``. Pass ``HyperCMRLoss(...).for_trainer()`` (a :class:`TrainerLoss`) to MONAI's
+``SupervisedTrainer`` as ``loss_function``.
+"""
+
+from __future__ import annotations
+
+from bundle.losses.eagle import EagleLoss, eagle_filter, patch_variance
+from bundle.losses.hypercmr import (
+    HyperCMRLoss,
+    TrainerLoss,
+    column_normalised_magnitude,
+    fidelity_loss,
+    kspace_regulariser,
+    minmax,
+    ssim_criterion,
+)
+from bundle.losses.ssim import ssim_gaussian
+from bundle.losses.vgg import PerceptualLoss, VGG19Features, load_vgg19_state_dict
+
+__all__ = [
+    "EagleLoss",
+    "eagle_filter",
+    "patch_variance",
+    "HyperCMRLoss",
+    "TrainerLoss",
+    "column_normalised_magnitude",
+    "fidelity_loss",
+    "kspace_regulariser",
+    "minmax",
+    "ssim_criterion",
+    "ssim_gaussian",
+    "PerceptualLoss",
+    "VGG19Features",
+    "load_vgg19_state_dict",
+]
