@@ -1,0 +1,187 @@
+"""NIfTI-1 export of reconstructed magnitude volumes, for viewing by clinicians.
+
+Written with nibabel directly rather than MONAI ``SaveImage``: MONAI 1.6.1 cannot write 2-D NIfTI
+(issue #9068, monai.md §10.1), and a 4-D ``(x, y, slice, time)`` cine with a frame time in ``pixdim[4]`` is
+simplest and exact through nibabel.
+
+Geometry and its limits (read this before measuring anything in a viewer):
+
+* The CMRxRecon2024 ``.mat`` files carry no geometry (no orientation, position or spacing), so the affine
+  is a pure scaling ``diag(dx, dy, dz, 1)``: voxel index ``(i, j, k)`` maps to ``(i*dx, j*dy, k*dz)`` mm.
+  Array axis 0 (x) is the readout direction of the reconstructed grid (a row of the MATLAB image),
+  axis 1 (y) the phase-encode direction, axis 2 the slice index, axis 3 the frame.
+* Viewers will label the axes R/A/S; those labels are **not** anatomical. Only distances within a slice
+  are meaningful, and only if the voxel size is right.
+* The grid is the full reconstructed grid: the 2x readout oversampling is *not* removed here, so ``dx``
+  must be the spacing of that grid (FOV including oversampling divided by nx).
+* qform and sform codes are set to 1 (scanner) so that readers (ITK, SimpleITK, 3D Slicer) take the
+  spacing from the affine instead of falling back to "unknown orientation" defaults; the affine still
+  carries spacing only.
+
+:data:`DEFAULT_VOXEL_SIZES` and :data:`DEFAULT_FRAME_TIMES_MS` are nominal values for CMRxRecon2024-type
+protocols; pass the real values from the scanner headers whenever they are known.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bundle.errors import NonFiniteDataError, ShapeError
+from bundle.io.paths import atomic_write
+
+__all__ = [
+    "DEFAULT_VOXEL_SIZES",
+    "DEFAULT_FRAME_TIMES_MS",
+    "series_key",
+    "default_voxel_size",
+    "default_frame_time",
+    "save_nifti",
+    "load_nifti",
+]
+
+# Nominal voxel sizes (dx, dy, dz) in mm per series stem. These are typical clinical CMR protocol values
+# (in-plane about 1.5 mm; slice thickness 8 mm for cine/aorta/tagging, thinner for mapping), NOT values
+# read from CMRxRecon2024 files: the released .mat files contain no spacing. They exist so that an
+# exported volume has plausible proportions in a viewer; override them from real headers when known.
+# For long-axis and LVOT cines the "slices" are different views, so dz has no geometric meaning there.
+DEFAULT_VOXEL_SIZES: dict[str, tuple[float, float, float]] = {
+    "cine_sax": (1.5, 1.5, 8.0),
+    "cine_lax": (1.5, 1.5, 8.0),
+    "cine_lvot": (1.5, 1.5, 8.0),
+    "aorta_sag": (1.5, 1.5, 8.0),
+    "aorta_tra": (1.5, 1.5, 8.0),
+    "tagging": (1.5, 1.5, 8.0),
+    "T1map": (1.5, 1.5, 5.0),
+    "T2map": (1.5, 1.5, 5.0),
+    "flow2d": (1.5, 1.5, 6.0),
+    "blackblood": (1.5, 1.5, 8.0),
+}
+
+# Nominal time between frames in ms (pixdim[4]). Cine-like series: about 50 ms, the usual temporal
+# resolution of segmented bSSFP cine; the true value is RR interval / nt and varies per subject.
+# T1map/T2map frames are different inversion/echo preparations, not time points, so their "frame time"
+# is a placeholder 1.0 (it only tells viewers the 4th axis is not a real time axis worth playing).
+DEFAULT_FRAME_TIMES_MS: dict[str, float] = {
+    "cine_sax": 50.0,
+    "cine_lax": 50.0,
+    "cine_lvot": 50.0,
+    "aorta_sag": 50.0,
+    "aorta_tra": 50.0,
+    "tagging": 50.0,
+    "T1map": 1.0,
+    "T2map": 1.0,
+    "flow2d": 50.0,
+    "blackblood": 1.0,
+}
+
+_FALLBACK_VOXEL_SIZE = (1.5, 1.5, 8.0)
+_FALLBACK_FRAME_TIME_MS = 50.0
+_TIME_UNITS = ("msec", "sec")
+
+
+def series_key(series: str | os.PathLike) -> str | None:
+    """The series stem (a key of :data:`DEFAULT_VOXEL_SIZES`) named by a stem or file name, else ``None``.
+
+    ``"cine_sax_kus_Uniform10.mat"`` gives ``"cine_sax"``; matching is case-insensitive on the file name.
+    """
+    name = Path(series).name.lower()
+    # Longest first so that a stem that is a prefix of another never wins by accident.
+    for key in sorted(DEFAULT_VOXEL_SIZES, key=len, reverse=True):
+        if name.startswith(key.lower()):
+            return key
+    for key in sorted(DEFAULT_VOXEL_SIZES, key=len, reverse=True):
+        if key.lower() in name:
+            return key
+    return None
+
+
+def default_voxel_size(series: str | os.PathLike) -> tuple[float, float, float]:
+    """Nominal ``(dx, dy, dz)`` in mm for a series stem or file name; a generic cine value if unknown."""
+    key = series_key(series)
+    return DEFAULT_VOXEL_SIZES[key] if key else _FALLBACK_VOXEL_SIZE
+
+
+def default_frame_time(series: str | os.PathLike) -> float:
+    """Nominal frame time in ms for a series stem or file name (1.0 for mapping, whose frames are not times)."""
+    key = series_key(series)
+    return DEFAULT_FRAME_TIMES_MS[key] if key else _FALLBACK_FRAME_TIME_MS
+
+
+def _positive(value: float, what: str) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what} must be a positive finite number, got {value}")
+    return value
+
+
+def save_nifti(
+    path: str | os.PathLike,
+    volume,
+    voxel_size: Sequence[float],
+    frame_time: float = 1.0,
+    time_unit: str = "msec",
+    description: str | None = None,
+) -> Path:
+    """Write a real magnitude volume as NIfTI-1 (``.nii.gz`` or ``.nii``), atomically.
+
+    Args:
+        path: destination ending in ``.nii.gz`` (compressed) or ``.nii``.
+        volume: real array ``(x, y, slice, time)``; ``(x, y, slice)`` is written as a 3-D image (no time
+            axis is invented, e.g. BlackBlood); ``(x, y)`` is written as ``(x, y, 1)``. Stored as float32.
+        voxel_size: ``(dx, dy, dz)`` in mm, e.g. :func:`default_voxel_size`.
+        frame_time: spacing of the 4th axis in ``time_unit`` (``pixdim[4]``); ignored for 3-D volumes.
+        time_unit: ``"msec"`` or ``"sec"``.
+        description: optional text for the header's ``descrip`` field (at most 80 characters).
+
+    Raises:
+        ShapeError: complex input, or not 2- to 4-D.
+        NonFiniteDataError: NaN or Inf values.
+    """
+    dest = Path(path)
+    if not (dest.name.endswith(".nii.gz") or dest.suffix == ".nii"):
+        raise ValueError(f"{dest}: a NIfTI file name must end in .nii.gz or .nii")
+    if time_unit not in _TIME_UNITS:
+        raise ValueError(f"time_unit must be one of {_TIME_UNITS}, got {time_unit!r}")
+    if len(voxel_size) != 3:
+        raise ValueError(f"voxel_size must be (dx, dy, dz), got {tuple(voxel_size)}")
+    dx, dy, dz = (_positive(v, "each voxel size") for v in voxel_size)
+    frame_time = _positive(frame_time, "frame_time")
+
+    data = np.asarray(volume)
+    if np.iscomplexobj(data):
+        raise ShapeError.at(dest, "NIfTI export takes a real magnitude volume, not complex data")
+    if not 2 <= data.ndim <= 4:
+        raise ShapeError.at(dest, f"expected (x, y[, slice[, time]]), got shape {data.shape}")
+    if data.ndim == 2:
+        data = data[:, :, None]
+    data = data.astype(np.float32, copy=False)
+    bad = int(np.count_nonzero(~np.isfinite(data)))
+    if bad:
+        raise NonFiniteDataError.at(dest, f"volume has {bad} NaN/Inf value(s); refusing to export it")
+
+    affine = np.diag([dx, dy, dz, 1.0])
+    img = nib.Nifti1Image(data, affine)
+    header = img.header
+    header.set_data_dtype(np.float32)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    header.set_xyzt_units("mm", time_unit)
+    if data.ndim == 4:
+        pixdim = header["pixdim"].copy()
+        pixdim[4] = frame_time
+        header["pixdim"] = pixdim
+    if description:
+        header["descrip"] = description.encode("ascii", "replace")[:80]
+
+    return atomic_write(dest, lambda tmp: nib.save(img, tmp))
+
+
+def load_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
+    """Open a NIfTI file with nibabel (``img.get_fdata(dtype=np.float32)`` gives the array)."""
+    return nib.load(path)

@@ -1,0 +1,58 @@
+"""Workflow components named by the bundle configs: sampler, dataset, batch preparation, handlers."""
+
+from .batch import META_KEYS, PackReconSampled, PrepareReconBatch
+from .checkpoint import (
+    AtomicCheckpointSaver,
+    BestModelSaver,
+    ResumeFromCheckpoint,
+    RNGState,
+    atomic_torch_save,
+    latest_checkpoint,
+    unwrap_model,
+)
+from .dataset import ReconDataset, find_data_error
+from .handlers import (
+    BadDataReport,
+    NonFiniteLossError,
+    SamplerEpochHandler,
+    SkippedDataError,
+    StepGuard,
+    TrainingScalars,
+    is_stepping_iteration,
+)
+from .inference import ReconstructionWriter
+from .sampler import HYPERCMR_GROUP_ORDER, ShapeGroupBatchSampler, group_batches
+from .setup import prepare_dataset
+from .validation import ChallengeMetric, MetricsTableWriter, ReconImageWriter, select_ranking_items, zero_filled_image
+
+__all__ = [
+    "META_KEYS",
+    "PackReconSampled",
+    "PrepareReconBatch",
+    "AtomicCheckpointSaver",
+    "BestModelSaver",
+    "ResumeFromCheckpoint",
+    "RNGState",
+    "atomic_torch_save",
+    "latest_checkpoint",
+    "unwrap_model",
+    "ReconDataset",
+    "find_data_error",
+    "BadDataReport",
+    "NonFiniteLossError",
+    "SamplerEpochHandler",
+    "SkippedDataError",
+    "StepGuard",
+    "TrainingScalars",
+    "is_stepping_iteration",
+    "ReconstructionWriter",
+    "prepare_dataset",
+    "HYPERCMR_GROUP_ORDER",
+    "ShapeGroupBatchSampler",
+    "group_batches",
+    "ChallengeMetric",
+    "MetricsTableWriter",
+    "ReconImageWriter",
+    "select_ranking_items",
+    "zero_filled_image",
+]

@@ -1,0 +1,63 @@
+"""From a transformed sample dict to the network call and the loss target.
+
+``default_prepare_batch`` drops any label that is not a tensor, and the HyperCMR loss needs two targets (the
+RSS image and the fully sampled k-space), so batches go through :class:`PrepareReconBatch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from monai.engines.utils import PrepareBatch
+from monai.transforms import MapTransform
+
+__all__ = ["META_KEYS", "PackReconSampled", "PrepareReconBatch"]
+
+# Plain metadata kept in every batch: enough to name the file and slice and to aggregate metrics.
+META_KEYS = ("file", "z", "t", "nt", "nz", "modality", "series", "group", "patient", "pattern", "acceleration")
+TENSOR_KEYS = ("kspace_masked", "mask", "target", "kspace_target", "scale")
+
+
+class PackReconSampled(MapTransform):
+    """Keep the tensors and plain metadata a batch needs, with collatable types.
+
+    ``None`` metadata becomes ``""`` (strings) or ``-1`` (integers) because the default collate rejects ``None``.
+    Tensor keys that are absent (e.g. ``target`` at inference) are simply left out.
+    """
+
+    def __init__(self, meta_keys: Sequence[str] = META_KEYS, tensor_keys: Sequence[str] = TENSOR_KEYS):
+        super().__init__(keys=list(tensor_keys), allow_missing_keys=True)
+        self.meta_keys = tuple(meta_keys)
+
+    def __call__(self, data: Mapping) -> dict:
+        out: dict = {}
+        for key in self.keys:
+            if key in data:
+                value = data[key]
+                out[key] = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+        for key in self.meta_keys:
+            value = data.get(key)
+            if value is None:
+                value = -1 if key in ("z", "t", "nt", "nz", "acceleration") else ""
+            out[key] = value if isinstance(value, (int, float)) else str(value)
+        out["skipped"] = str(data.get("skipped", ""))
+        return out
+
+
+class PrepareReconBatch(PrepareBatch):
+    """Returns ``(masked_kspace, label, (mask,), {})`` for MONAI engines.
+
+    ``label`` is a dict with ``target`` (B, 1, H, W), ``kspace_target`` (B, C, H, W) complex and the batch
+    metadata (file, z, t, modality, ...), or ``None`` at inference when the batch has no target.
+    """
+
+    def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
+        def move(x):
+            return x.to(device=device, non_blocking=non_blocking, **kwargs) if isinstance(x, torch.Tensor) else x
+
+        inputs = move(batchdata["kspace_masked"])
+        mask = move(batchdata["mask"])
+        label = {key: value for key, value in batchdata.items() if key not in ("kspace_masked", "mask")}
+        label = {key: move(value) for key, value in label.items()}
+        return inputs, label, (mask,), {}

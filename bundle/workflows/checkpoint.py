@@ -1,0 +1,229 @@
+"""Crash-safe checkpoints and exact resume.
+
+MONAI's ``CheckpointSaver`` disables Ignite's atomic save (``atomic=False``) and rewrites ``model.pt`` in place,
+so a crash during a save can destroy the only good checkpoint. Every file here is written to a temporary file
+in the same folder, flushed to disk and renamed over the target; older checkpoints are deleted only after the
+new one is complete. Everything saved is loadable with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import random
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+from bundle.workflows.handlers import is_stepping_iteration
+
+__all__ = [
+    "RNGState",
+    "atomic_torch_save",
+    "AtomicCheckpointSaver",
+    "ResumeFromCheckpoint",
+    "BestModelSaver",
+    "latest_checkpoint",
+    "unwrap_model",
+]
+
+logger = logging.getLogger(__name__)
+_CKPT_RE = re.compile(r"checkpoint_e(\d+)_i(\d+)\.pt$")
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a ``DistributedDataParallel``/``DataParallel`` wrapper."""
+    return model.module if hasattr(model, "module") and isinstance(model.module, torch.nn.Module) else model
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file next to ``path``, fsync, then atomically rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class RNGState:
+    """Python, NumPy and torch (CPU and CUDA) random states as a checkpointable object.
+
+    The states are stored as tensors and plain numbers so that ``torch.load(weights_only=True)`` accepts them.
+    """
+
+    def state_dict(self) -> dict:
+        np_state = np.random.get_state()  # noqa: NPY002 - the global legacy stream is what must be restored
+        py_state = random.getstate()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": int(np_state[2]),
+            "numpy_has_gauss": int(np_state[3]),
+            "numpy_gauss": float(np_state[4]),
+            "python_version": int(py_state[0]),
+            "python_state": torch.tensor(py_state[1], dtype=torch.int64),
+            "python_gauss": py_state[2],
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: Mapping) -> None:
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(  # noqa: NPY002
+            (
+                "MT19937",
+                state["numpy_keys"].numpy().astype(np.uint32),
+                state["numpy_pos"],
+                state["numpy_has_gauss"],
+                state["numpy_gauss"],
+            )
+        )
+        random.setstate((state["python_version"], tuple(state["python_state"].tolist()), state["python_gauss"]))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _state_of(obj):
+    if isinstance(obj, torch.nn.Module):
+        return unwrap_model(obj).state_dict()
+    return obj.state_dict()
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """The ``checkpoint_e*_i*.pt`` file with the highest iteration in ``directory``, or ``None``."""
+    best: tuple[int, Path] | None = None
+    for name in glob.glob(os.path.join(glob.escape(str(directory)), "checkpoint_e*_i*.pt")):
+        match = _CKPT_RE.search(name)
+        if match and (best is None or int(match.group(2)) > best[0]):
+            best = (int(match.group(2)), Path(name))
+    return None if best is None else best[1]
+
+
+class AtomicCheckpointSaver:
+    """Saves ``save_dict`` (model, optimizer, scheduler, trainer, sampler, RNG, scaler...) during training.
+
+    A checkpoint is written every ``save_interval`` iterations (postponed to the next optimizer step when
+    gradient accumulation is mid-window, so a checkpoint never holds half-accumulated gradients), at the end of
+    every epoch and when training completes. The newest ``n_saved`` files are kept.
+    """
+
+    def __init__(self, save_dir: str, save_dict: Mapping, save_interval: int = 0, n_saved: int = 2):
+        self.save_dir = Path(save_dir)
+        self.save_dict = dict(save_dict)
+        self.save_interval = int(save_interval)
+        self.n_saved = max(1, int(n_saved))
+        self._pending = False
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._on_iteration)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def _on_iteration(self, engine: Engine) -> None:
+        if self.save_interval > 0 and engine.state.iteration % self.save_interval == 0:
+            self._pending = True
+        if self._pending and is_stepping_iteration(engine):
+            self.save(engine)
+
+    def save(self, engine: Engine) -> Path:
+        self._pending = False
+        path = self.save_dir / f"checkpoint_e{engine.state.epoch}_i{engine.state.iteration}.pt"
+        atomic_torch_save({key: _state_of(obj) for key, obj in self.save_dict.items()}, path)
+        logger.info("saved checkpoint %s", path)
+        self._prune(keep=path)
+        return path
+
+    def _prune(self, keep: Path) -> None:
+        found = []
+        for name in glob.glob(os.path.join(glob.escape(str(self.save_dir)), "checkpoint_e*_i*.pt")):
+            match = _CKPT_RE.search(name)
+            if match:
+                found.append((int(match.group(2)), Path(name)))
+        for _, old in sorted(found)[: -self.n_saved]:
+            if old != keep:
+                old.unlink(missing_ok=True)
+
+
+class ResumeFromCheckpoint:
+    """At ``STARTED``, loads the newest checkpoint of ``checkpoint_dir`` into ``load_dict`` (if one exists).
+
+    ``max_epochs`` of the trainer keeps its configured value, so a finished run can be extended.
+    """
+
+    def __init__(self, checkpoint_dir: str, load_dict: Mapping, enabled: bool = True, map_location="cpu"):
+        self.checkpoint_dir = checkpoint_dir
+        self.load_dict = dict(load_dict)
+        self.enabled = enabled
+        self.map_location = map_location
+        self.loaded_from: Path | None = None
+
+    def attach(self, engine: Engine) -> None:
+        if self.enabled:
+            engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        path = latest_checkpoint(self.checkpoint_dir)
+        if path is None:
+            logger.info("no checkpoint in %s: training starts from scratch", self.checkpoint_dir)
+            return
+        checkpoint = torch.load(path, map_location=self.map_location, weights_only=True)
+        max_epochs = engine.state.max_epochs
+        for key, obj in self.load_dict.items():
+            if key not in checkpoint:
+                raise KeyError(f"{path}: checkpoint has no entry {key!r} (found {sorted(checkpoint)})")
+            target = unwrap_model(obj) if isinstance(obj, torch.nn.Module) else obj
+            target.load_state_dict(checkpoint[key])
+        engine.state.max_epochs = max_epochs
+        self.loaded_from = path
+        logger.info("resumed from %s at epoch %d, iteration %d", path, engine.state.epoch, engine.state.iteration)
+
+
+class BestModelSaver:
+    """Writes the network's weights (a plain state dict) atomically whenever ``metric_name`` improves.
+
+    Attach to the evaluator. The file is what ``evaluate.yaml``/``inference.yaml`` and ``ckpt_export`` load.
+    """
+
+    def __init__(self, save_path: str, network: torch.nn.Module, metric_name: str = "val_ssim", mode: str = "max"):
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.save_path = save_path
+        self.network = network
+        self.metric_name = metric_name
+        self.mode = mode
+        self.best: float | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.best = state["best"]
+
+    def __call__(self, engine: Engine) -> None:
+        value = engine.state.metrics.get(self.metric_name)
+        if value is None:
+            return
+        value = float(value)
+        improved = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if improved:
+            self.best = value
+            atomic_torch_save(unwrap_model(self.network).state_dict(), self.save_path)
+            logger.info("new best %s=%.5f: saved %s", self.metric_name, value, self.save_path)

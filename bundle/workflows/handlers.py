@@ -1,0 +1,211 @@
+"""Ignite handlers the bundle configs attach to MONAI's ``SupervisedTrainer`` and ``SupervisedEvaluator``.
+
+MONAI has no gradient clipping, no non-finite guard, no per-term loss logging and no shape-group sampler
+epoch hook; these small handlers add them without replacing the engines' iteration logic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Mapping
+
+import torch
+from ignite.engine import Engine, Events
+from monai.engines.utils import IterationEvents
+
+__all__ = [
+    "NonFiniteLossError",
+    "SkippedDataError",
+    "StepGuard",
+    "TrainingScalars",
+    "SamplerEpochHandler",
+    "BadDataReport",
+    "is_stepping_iteration",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after too many consecutive optimizer steps had a non-finite loss or gradient."""
+
+
+class SkippedDataError(RuntimeError):
+    """Raised at the very end of a run that skipped bad data, so the process exits non-zero."""
+
+
+def is_stepping_iteration(engine: Engine) -> bool:
+    """Whether MONAI's trainer calls ``optimizer.step()`` in the current iteration (gradient accumulation)."""
+    acc = int(getattr(engine, "accumulation_steps", 1) or 1)
+    if acc <= 1:
+        return True
+    epoch_length = engine.state.epoch_length
+    if epoch_length is None:
+        return engine.state.iteration % acc == 0
+    local = (engine.state.iteration - 1) % epoch_length
+    return (local + 1) % acc == 0 or (local + 1) == epoch_length
+
+
+def _batch_items(batch) -> list[str]:
+    if not isinstance(batch, Mapping) or "file" not in batch:
+        return []
+    files, zs, ts = batch["file"], batch.get("z", []), batch.get("t", [])
+    zs = zs.tolist() if isinstance(zs, torch.Tensor) else list(zs)
+    ts = ts.tolist() if isinstance(ts, torch.Tensor) else list(ts)
+    return [f"{f} (z={z}, t={t})" for f, z, t in zip(files, zs, ts)]
+
+
+class StepGuard:
+    """Gradient clipping and a non-finite guard, run between ``backward()`` and ``optimizer.step()``.
+
+    On stepping iterations it unscales the gradients (AMP), clips their global norm to ``clip_norm``
+    (``None`` disables clipping) and checks it. When the loss or the gradient norm is not finite the step is
+    skipped: gradients are dropped (``grad = None``, which every torch optimizer skips, so neither the moments
+    nor weight decay move), the items are logged, and after ``max_bad_steps`` consecutive bad steps the run
+    stops with :class:`NonFiniteLossError`. Under AMP the ``GradScaler`` already skips non-finite steps, so the
+    gradients are left for it to see.
+    """
+
+    def __init__(self, clip_norm: float | None = 1.0, max_bad_steps: int = 5):
+        self.clip_norm = clip_norm
+        self.max_bad_steps = int(max_bad_steps)
+        self.consecutive_bad = 0
+        self.total_bad = 0
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
+
+    def _params(self, engine: Engine) -> list[torch.nn.Parameter]:
+        return [p for group in engine.optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+    def __call__(self, engine: Engine) -> None:
+        loss = engine.state.output["loss"]
+        bad = not bool(torch.isfinite(loss).all())
+        stepping = is_stepping_iteration(engine)
+        if stepping and not bad:
+            params = self._params(engine)
+            scaler = getattr(engine, "scaler", None)
+            if getattr(engine, "amp", False) and scaler is not None and params:
+                scaler.unscale_(engine.optimizer)
+            if params:
+                max_norm = float("inf") if self.clip_norm is None else float(self.clip_norm)
+                norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                bad = not math.isfinite(float(norm))
+        if not bad:
+            if stepping:
+                self.consecutive_bad = 0
+            return
+        self.total_bad += 1
+        self.consecutive_bad += 1
+        items = "; ".join(_batch_items(engine.state.batch)) or "unknown items"
+        logger.warning(
+            "non-finite loss or gradient at iteration %d (loss=%s); skipping this optimizer step. Items: %s",
+            engine.state.iteration,
+            float(loss.detach()) if loss.numel() == 1 else "tensor",
+            items,
+        )
+        if not (getattr(engine, "amp", False) and getattr(engine, "scaler", None) is not None):
+            engine.optimizer.zero_grad(set_to_none=True)
+        if self.consecutive_bad >= self.max_bad_steps:
+            raise NonFiniteLossError(
+                f"{self.consecutive_bad} consecutive training steps had a non-finite loss or gradient "
+                f"(limit max_bad_steps={self.max_bad_steps}); stopping. Last items: {items}"
+            )
+
+
+class TrainingScalars:
+    """Puts every weighted loss term and the learning rate into ``engine.state.output["scalars"]``.
+
+    A ``TensorBoardStatsHandler(output_transform=lambda out: out["scalars"])`` then writes one tag per entry.
+    ``loss`` is the trainer's loss object; it exposes ``last_components`` (see ``bundle.losses.TrainerLoss``).
+    """
+
+    def __init__(self, loss=None, optimizer: torch.optim.Optimizer | None = None, prefix: str = "train"):
+        self.loss = loss
+        self.optimizer = optimizer
+        self.prefix = prefix
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        output = engine.state.output
+        scalars = {f"{self.prefix}/loss": float(output["loss"].detach())}
+        for name, value in (getattr(self.loss, "last_components", None) or {}).items():
+            scalars[f"{self.prefix}/loss_{name}"] = float(value)
+        optimizer = self.optimizer if self.optimizer is not None else getattr(engine, "optimizer", None)
+        if optimizer is not None:
+            scalars[f"{self.prefix}/lr"] = float(optimizer.param_groups[0]["lr"])
+        output["scalars"] = scalars
+
+
+class SamplerEpochHandler:
+    """Tells a resumable batch sampler which epoch is running and how many batches were already consumed.
+
+    Ignite builds the epoch's data iterator right after ``EPOCH_STARTED``, and when resuming mid-epoch it
+    counts the batches already done but replays the loader from its start; skipping them here keeps the
+    resumed epoch identical to an uninterrupted one.
+    """
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        self.sampler.set_epoch(engine.state.epoch - 1)
+        epoch_length = engine.state.epoch_length or len(self.sampler)
+        self.sampler.set_start(engine.state.iteration % epoch_length)
+
+
+class BadDataReport:
+    """Counts the items a run skipped (``batch["skipped"]``), logs a summary, and fails the run at the end.
+
+    Attach it to every engine that reads data; call :meth:`raise_if_any` last (the configs' ``finalize``) so
+    that the process exits non-zero after all outputs were written.
+    """
+
+    def __init__(self, name: str = "run"):
+        self.name = name
+        self.skipped: Counter[str] = Counter()
+        self._seen: set[str] = set()
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.summarise)
+
+    def record(self, message: str) -> None:
+        """Record a problem found outside a batch (e.g. a whole file rejected at inference)."""
+        if message and message not in self._seen:
+            self._seen.add(message)
+            self.skipped[message.split(": ", 1)[0]] += 1
+
+    def collect(self, engine: Engine) -> None:
+        batch = engine.state.batch
+        if not isinstance(batch, Mapping):
+            return
+        for entry in batch.get("skipped", []):
+            for message in str(entry).splitlines():
+                self.record(message)
+
+    def summarise(self, engine: Engine | None = None) -> None:
+        if not self.skipped:
+            return
+        lines = [f"  {count:4d} item(s)  {path}" for path, count in sorted(self.skipped.items())]
+        logger.warning(
+            "%s skipped %d bad item(s) in %d file(s):\n%s", self.name, self.total, len(self.skipped), "\n".join(lines)
+        )
+
+    @property
+    def total(self) -> int:
+        return sum(self.skipped.values())
+
+    def raise_if_any(self) -> None:
+        if self.skipped:
+            raise SkippedDataError(
+                f"{self.name} finished but skipped {self.total} bad item(s) in {len(self.skipped)} file(s): "
+                + ", ".join(sorted(self.skipped))
+            )

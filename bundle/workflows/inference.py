@@ -1,0 +1,149 @@
+"""Assemble slice predictions into volumes and write the challenge submission, NIfTI and a PNG preview."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from tqdm import tqdm
+
+__all__ = ["ReconstructionWriter"]
+
+logger = logging.getLogger(__name__)
+
+
+def _as_list(values) -> list:
+    return values.tolist() if isinstance(values, torch.Tensor) else list(values)
+
+
+class ReconstructionWriter:
+    """Collects ``pred`` images per file and writes each file's outputs as soon as its last slice arrives.
+
+    For every undersampled input ``<dataset_dir>/.../<name>.mat`` it writes, under ``output_dir``:
+
+    * ``submission/Task<k>/<Modality>/<Set>/Task<k>/Pxxx/<name>.mat``: ``img4ranking`` (single, MAT v5), the
+      run4Ranking selection and crop of the magnitude volume;
+    * ``nifti/<relative path>.nii.gz``: the whole magnitude volume ``(x, y, slice, time)`` float32;
+    * ``preview/<relative path>.png``: a montage of the slices.
+
+    The prediction is divided by the item's normalisation ``scale`` so outputs are in the input's units.
+
+    Args:
+        dataset_dir: root the inputs were found under (output paths mirror paths relative to it).
+        output_dir: where to write; must not be inside ``dataset_dir``.
+        voxel_size, frame_time: NIfTI spacing overrides; ``None`` uses the per-series defaults of
+            :mod:`bundle.io.nifti`.
+        write_submission, write_nifti, write_preview: switch each output on or off.
+        report: a :class:`~bundle.workflows.handlers.BadDataReport`; a file that cannot be written is recorded
+            there and the other files are still written. Without one, the error is raised.
+    """
+
+    def __init__(
+        self,
+        dataset_dir: str,
+        output_dir: str,
+        voxel_size=None,
+        frame_time: float | None = None,
+        write_submission: bool = True,
+        write_nifti: bool = True,
+        write_preview: bool = True,
+        progress: bool = True,
+        report=None,
+    ):
+        from bundle.io.paths import check_output_dir
+
+        check_output_dir(output_dir, dataset_dir)
+        self.dataset_dir = Path(dataset_dir)
+        self.output_dir = Path(output_dir)
+        self.voxel_size = voxel_size
+        self.frame_time = frame_time
+        self.write_submission = write_submission
+        self.write_nifti = write_nifti
+        self.write_preview = write_preview
+        self.progress = progress
+        self.report = report
+        self._volumes: dict[str, dict] = {}
+        self.written: list[Path] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self._check_complete)
+
+    def __call__(self, engine: Engine) -> None:
+        output = engine.state.output
+        pred = output["pred"][0] if isinstance(output["pred"], (tuple, list)) else output["pred"]
+        label = output["label"]
+        images = pred.detach().float()[:, 0].cpu().numpy()
+        files = _as_list(label["file"])
+        zs, ts = _as_list(label["z"]), _as_list(label["t"])
+        nzs, nts = _as_list(label["nz"]), _as_list(label["nt"])
+        series = _as_list(label["series"])
+        scales = label.get("scale")
+        scales = _as_list(scales) if scales is not None else [1.0] * len(files)
+        for i, file in enumerate(files):
+            entry = self._volumes.get(file)
+            if entry is None:
+                nz, nt = int(nzs[i]), int(nts[i])
+                entry = {
+                    "volume": np.zeros(images.shape[1:] + (nz, nt), dtype=np.float32),
+                    "filled": np.zeros((nz, nt), dtype=bool),
+                    "series": str(series[i]),
+                    "bar": tqdm(total=nz * nt, desc=Path(file).name, unit="slice", disable=not self.progress),
+                }
+                self._volumes[file] = entry
+            entry["volume"][:, :, int(zs[i]), int(ts[i])] = images[i] / float(scales[i])
+            entry["filled"][int(zs[i]), int(ts[i])] = True
+            entry["bar"].update(1)
+            if entry["filled"].all():
+                entry["bar"].close()
+                del self._volumes[file]
+                try:
+                    self._write(file, entry)
+                except Exception as err:
+                    if self.report is None:
+                        raise
+                    message = str(err) if str(err).startswith(file) else f"{file}: {err}"
+                    logger.error("could not write outputs: %s", message)
+                    self.report.record(message)
+
+    def _write(self, file: str, entry: Mapping) -> None:
+        from bundle.io.nifti import default_frame_time, default_voxel_size, save_nifti
+        from bundle.io.paths import derive_output_path, submission_path
+        from bundle.io.preview import save_preview_png
+        from bundle.io.submission import save_submission
+        from bundle.metrics import run4ranking, series_type
+
+        volume = entry["volume"]
+        series = entry["series"]
+        is_4d = series_type(series) == "blackblood"
+        if not np.isfinite(volume).all():
+            raise ValueError(f"{file}: the reconstruction contains NaN or Inf; nothing was written for it")
+        if self.write_submission:
+            path = submission_path(file, self.dataset_dir, self.output_dir / "submission")
+            selected = run4ranking(volume[:, :, :, 0] if is_4d else volume, series, coil_combined=True)
+            save_submission(path, selected)
+            self.written.append(Path(path))
+        if self.write_nifti:
+            path = derive_output_path(file, self.dataset_dir, self.output_dir / "nifti", new_suffix=".nii.gz")
+            voxel = self.voxel_size if self.voxel_size is not None else default_voxel_size(series)
+            frame_time = self.frame_time if self.frame_time is not None else default_frame_time(series)
+            save_nifti(path, volume, voxel_size=voxel, frame_time=frame_time)
+            self.written.append(Path(path))
+        if self.write_preview:
+            path = derive_output_path(file, self.dataset_dir, self.output_dir / "preview", new_suffix=".png")
+            save_preview_png(path, volume)
+            self.written.append(Path(path))
+        logger.info("wrote outputs of %s", file)
+
+    def _check_complete(self, engine: Engine) -> None:
+        for file, entry in self._volumes.items():
+            entry["bar"].close()
+            missing = int((~entry["filled"]).sum())
+            message = f"{file}: {missing} slice(s) never arrived; no output written for it"
+            logger.error(message)
+            if self.report is not None:
+                self.report.record(message)

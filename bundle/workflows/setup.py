@@ -1,0 +1,48 @@
+"""Run set-up helpers called from the configs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from bundle.errors import EmptyDatasetError
+
+__all__ = ["prepare_dataset"]
+
+logger = logging.getLogger(__name__)
+
+
+def _has_mat_files(root: Path) -> bool:
+    return root.is_dir() and any(root.rglob("*.mat"))
+
+
+def prepare_dataset(
+    dataset_dir: str | os.PathLike,
+    demo_dir: str | os.PathLike | None = None,
+    demo_size: str | float = "small",
+    demo_seed: int = 0,
+) -> str:
+    """Return ``dataset_dir``, generating the synthetic demo tree there first if it is the demo path and empty.
+
+    A real dataset path is never written to: when it holds no ``.mat`` files this raises
+    :class:`~bundle.errors.EmptyDatasetError` instead.
+    """
+    root = Path(dataset_dir)
+    if _has_mat_files(root):
+        return str(root)
+    is_demo = demo_dir is not None and root.resolve() == Path(demo_dir).resolve()
+    if not is_demo:
+        raise EmptyDatasetError.at(root, "no .mat files found; point dataset_dir at a CMRxRecon2024 download")
+    import torch.distributed as dist
+
+    from bundle.data import make_demo_dataset
+
+    distributed = dist.is_available() and dist.is_initialized()
+    # Under DDP only rank 0 writes the tree; the other ranks wait for it.
+    if not distributed or dist.get_rank() == 0:
+        logger.warning("demo dataset not found at %s: generating it now (size=%s, seed=%s)", root, demo_size, demo_seed)
+        make_demo_dataset(root, seed=demo_seed, size=demo_size)
+    if distributed:
+        dist.barrier()
+    return str(root)

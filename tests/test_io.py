@@ -1,0 +1,296 @@
+"""Output side: submission files, safe paths, atomic writes, NIfTI export and PNG previews."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+import nibabel as nib
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from bundle.errors import (
+    CMRDataError,
+    MatFileError,
+    MissingKeyError,
+    NonFiniteDataError,
+    ShapeError,
+    UnsafePathError,
+)
+from bundle.io import (
+    atomic_write,
+    check_output_dir,
+    default_frame_time,
+    default_voxel_size,
+    derive_output_path,
+    ensure_not_input,
+    load_nifti,
+    load_submission,
+    relative_input_path,
+    save_nifti,
+    save_preview_png,
+    save_submission,
+    submission_path,
+)
+
+# --------------------------------------------------------------------------------------------- submission
+
+
+def test_submission_is_mat_v5_float32_in_given_order(tmp_path, rng):
+    img = rng.random((7, 5, 2, 3))  # float64 in: must come back as single precision, same axis order
+    path = save_submission(tmp_path / "cine_sax_kus_Uniform10.mat", img)
+    assert scipy.io.matlab.matfile_version(path)[0] == 1  # 1 = MAT v5 (0 = v4, 2 = v7.3/HDF5)
+    contents = scipy.io.loadmat(path)
+    assert [k for k in contents if not k.startswith("__")] == ["img4ranking"]
+    out = contents["img4ranking"]
+    assert out.dtype == np.float32
+    assert out.shape == (7, 5, 2, 3)
+    np.testing.assert_array_equal(out, img.astype(np.float32))
+    np.testing.assert_array_equal(load_submission(path), out)
+
+
+def test_submission_keeps_blackblood_3d_and_singleton_dims(tmp_path, rng):
+    bb = save_submission(tmp_path / "bb.mat", rng.random((6, 4, 2)).astype(np.float32))
+    assert load_submission(bb).shape == (6, 4, 2)
+    lvot = save_submission(tmp_path / "lvot.mat", rng.random((6, 4, 1, 3)).astype(np.float32))
+    assert load_submission(lvot).shape == (6, 4, 1, 3)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_submission_refuses_non_finite_and_writes_nothing(tmp_path, bad):
+    img = np.ones((4, 4, 2, 3), np.float32)
+    img[1, 2, 0, 1] = bad
+    target = tmp_path / "x.mat"
+    with pytest.raises(NonFiniteDataError, match="NaN/Inf"):
+        save_submission(target, img)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_submission_errors(tmp_path):
+    junk = tmp_path / "junk.mat"
+    junk.write_bytes(b"not a mat file at all" * 10)
+    with pytest.raises(MatFileError):
+        load_submission(junk)
+    other = tmp_path / "other.mat"
+    scipy.io.savemat(other, {"img": np.ones((2, 2), np.float32)})
+    with pytest.raises(MissingKeyError, match="img4ranking"):
+        load_submission(other)
+
+
+def test_submission_refuses_complex_and_wrong_rank(tmp_path):
+    with pytest.raises(ShapeError, match="complex"):
+        save_submission(tmp_path / "c.mat", np.ones((4, 4, 2, 3), np.complex64))
+    with pytest.raises(ShapeError, match="MATLAB order"):
+        save_submission(tmp_path / "r.mat", np.ones((4, 4, 2, 3, 2), np.float32))
+
+
+# -------------------------------------------------------------------------------------------------- paths
+
+
+def _kus(root: Path, modality: str, subset: str, task: int, patient: str, name: str) -> Path:
+    return root / "MultiCoil" / modality / subset / f"UnderSample_Task{task}" / patient / name
+
+
+def test_submission_path_task1_and_task2(tmp_path):
+    root = tmp_path / "ChallengeData"
+    out = tmp_path / "sub"
+    kus1 = _kus(root, "Cine", "ValidationSet", 1, "P001", "cine_sax_kus_Uniform10.mat")
+    got1 = submission_path(kus1, root, out)
+    assert got1.relative_to(out).as_posix() == "Task1/Cine/ValidationSet/Task1/P001/cine_sax_kus_Uniform10.mat"
+    kus2 = _kus(root, "Mapping", "TestSet", 2, "P042", "T1map_kus_ktRadial20.mat")
+    got2 = submission_path(kus2, root / "MultiCoil", out)
+    assert got2.relative_to(out).as_posix() == "Task2/Mapping/TestSet/Task2/P042/T1map_kus_ktRadial20.mat"
+    # Relative datalist form (relative to the dataset root) gives the same answer.
+    rel = kus1.relative_to(root)
+    assert submission_path(rel, root, out) == got1
+
+
+@pytest.mark.parametrize(
+    ("modality", "subset", "task", "patient", "name", "message"),
+    [
+        ("Cine", "TrainingSet", 1, "P001", "cine_sax_kus_Uniform4.mat", "set folder"),
+        ("Heart", "ValidationSet", 1, "P001", "cine_sax_kus_Uniform4.mat", "modality folder"),
+        ("Cine", "ValidationSet", 3, "P001", "cine_sax_kus_Uniform4.mat", "UnderSample_Task1"),
+        ("Cine", "ValidationSet", 1, "patient1", "cine_sax_kus_Uniform4.mat", "patient folder"),
+        ("Cine", "ValidationSet", 1, "P001", "cine_sax.mat", "undersampled k-space file"),
+    ],
+)
+def test_submission_path_rejects_bad_layout(tmp_path, modality, subset, task, patient, name, message):
+    kus = _kus(tmp_path, modality, subset, task, patient, name)
+    with pytest.raises(CMRDataError, match=message):
+        submission_path(kus, tmp_path, tmp_path / "out")
+
+
+def test_submission_path_rejects_outside_root(tmp_path):
+    kus = _kus(tmp_path / "other", "Cine", "ValidationSet", 1, "P001", "cine_sax_kus_Uniform4.mat")
+    with pytest.raises(UnsafePathError):
+        submission_path(kus, tmp_path / "data", tmp_path / "out")
+
+
+def test_derive_output_path_mirrors_input(tmp_path):
+    root = tmp_path / "data"
+    src = root / "Cine" / "TrainingSet" / "FullSample" / "P001" / "cine_sax.mat"
+    out = derive_output_path(src, root, tmp_path / "out", new_suffix=".nii.gz", subdir="nifti")
+    assert out == tmp_path / "out" / "nifti" / "Cine" / "TrainingSet" / "FullSample" / "P001" / "cine_sax.nii.gz"
+    assert derive_output_path(src, root, tmp_path / "out") == tmp_path / "out" / src.relative_to(root)
+    assert relative_input_path(src, root) == PurePosixPath("Cine/TrainingSet/FullSample/P001/cine_sax.mat")
+    with pytest.raises(UnsafePathError):
+        derive_output_path(src, root, tmp_path / "out", subdir="../escape")
+    with pytest.raises(UnsafePathError):
+        derive_output_path(src, root, tmp_path / "out", subdir=str(tmp_path / "abs"))
+
+
+def test_relative_input_path_accepts_cwd_relative_glob_form(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "Cine").mkdir(parents=True)
+    rel = relative_input_path("data/Cine/cine_sax.mat", "data")
+    assert rel == PurePosixPath("Cine/cine_sax.mat")
+
+
+def test_relative_input_path_rejects_escapes(tmp_path):
+    root = tmp_path / "data"
+    (root / "Cine").mkdir(parents=True)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "x.mat").write_bytes(b"")
+    with pytest.raises(UnsafePathError, match=r"\.\."):
+        relative_input_path("Cine/../../secret/x.mat", root)
+    with pytest.raises(UnsafePathError, match="outside the dataset root"):
+        relative_input_path(outside / "x.mat", root)  # absolute name outside the root
+    (root / "Cine" / "link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UnsafePathError, match="symlink"):
+        relative_input_path(root / "Cine" / "link" / "x.mat", root)
+
+
+def test_check_output_dir(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    with pytest.raises(UnsafePathError, match="is the dataset folder"):
+        check_output_dir(data, data)
+    with pytest.raises(UnsafePathError, match="inside the dataset folder"):
+        check_output_dir(data / "recon", data)
+    assert check_output_dir(tmp_path / "recon", data) == (tmp_path / "recon").resolve()
+    assert check_output_dir(tmp_path, data) == tmp_path.resolve()  # dataset inside output is allowed
+    # A symlink that looks like a sibling but points into the dataset is caught.
+    (tmp_path / "sneaky").symlink_to(data / "sub", target_is_directory=True)
+    with pytest.raises(UnsafePathError):
+        check_output_dir(tmp_path / "sneaky", data)
+
+
+def test_ensure_not_input(tmp_path):
+    src = tmp_path / "a.mat"
+    src.write_bytes(b"k")
+    ensure_not_input(tmp_path / "b.mat", [src])
+    with pytest.raises(UnsafePathError, match="refusing to overwrite"):
+        ensure_not_input(src, [src])
+    (tmp_path / "link.mat").symlink_to(src)
+    with pytest.raises(UnsafePathError):
+        ensure_not_input(tmp_path / "link.mat", [src])
+    os.link(src, tmp_path / "hard.mat")
+    with pytest.raises(UnsafePathError):
+        ensure_not_input(tmp_path / "hard.mat", [src])
+
+
+# ------------------------------------------------------------------------------------------- atomic write
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "sub" / "out.nii.gz"
+    seen = []
+
+    def write(tmp: Path) -> None:
+        seen.append(tmp)
+        assert tmp.parent == target.parent and tmp.name.endswith(".nii.gz") and tmp != target
+        tmp.write_bytes(b"new")
+
+    assert atomic_write(target, write) == target
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.nii.gz"]
+    assert not seen[0].exists()
+
+
+def test_atomic_write_failure_keeps_previous_file(tmp_path):
+    target = tmp_path / "out.mat"
+    target.write_bytes(b"old")
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, write)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mat"]
+
+
+# -------------------------------------------------------------------------------------------------- NIfTI
+
+
+def test_nifti_round_trip_geometry_and_units(tmp_path, rng):
+    vol = rng.random((12, 10, 3, 4)).astype(np.float64)
+    path = save_nifti(tmp_path / "cine.nii.gz", vol, voxel_size=(1.4, 1.6, 8.0), frame_time=45.0)
+    img = load_nifti(path)
+    assert isinstance(img, nib.Nifti1Image)
+    assert img.shape == (12, 10, 3, 4)
+    assert img.get_data_dtype() == np.float32
+    data = np.asanyarray(img.dataobj)
+    assert data.dtype == np.float32
+    np.testing.assert_array_equal(data, vol.astype(np.float32))
+    hdr = img.header
+    np.testing.assert_allclose(hdr["pixdim"][1:5], (1.4, 1.6, 8.0, 45.0), rtol=1e-6)
+    np.testing.assert_allclose(img.affine, np.diag([1.4, 1.6, 8.0, 1.0]), rtol=1e-6)
+    assert hdr.get_xyzt_units() == ("mm", "msec")
+    assert int(hdr["qform_code"]) == 1 and int(hdr["sform_code"]) == 1
+    np.testing.assert_allclose(img.get_qform(), img.get_sform(), atol=1e-6)
+
+
+def test_nifti_3d_and_2d_and_refusals(tmp_path):
+    bb = load_nifti(save_nifti(tmp_path / "bb.nii.gz", np.ones((6, 5, 2)), voxel_size=(1, 1, 8)))
+    assert bb.shape == (6, 5, 2)
+    one = load_nifti(save_nifti(tmp_path / "one.nii", np.ones((6, 5)), voxel_size=(1, 1, 8)))
+    assert one.shape == (6, 5, 1)
+    with pytest.raises(NonFiniteDataError):
+        save_nifti(tmp_path / "nan.nii.gz", np.full((4, 4, 1, 1), np.nan), voxel_size=(1, 1, 1))
+    with pytest.raises(ShapeError):
+        save_nifti(tmp_path / "c.nii.gz", np.ones((4, 4, 1, 1), np.complex64), voxel_size=(1, 1, 1))
+    with pytest.raises(ValueError):
+        save_nifti(tmp_path / "z.nii.gz", np.ones((4, 4, 1, 1)), voxel_size=(1, 0, 1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bb.nii.gz", "one.nii"]
+
+
+def test_nifti_defaults_per_series():
+    assert default_voxel_size("cine_sax_kus_Uniform10.mat") == (1.5, 1.5, 8.0)
+    assert default_frame_time("cine_lax") == 50.0
+    assert default_frame_time("T1map_kus_ktUniform8.mat") == 1.0  # mapping frames are not time points
+    assert default_voxel_size("unknown_series.mat") == (1.5, 1.5, 8.0)
+
+
+def test_nifti_spacing_read_by_simpleitk(tmp_path):
+    sitk = pytest.importorskip("SimpleITK", reason="SimpleITK not installed (optional dev check of the NIfTI)")
+    path = save_nifti(tmp_path / "v.nii.gz", np.ones((8, 6, 3, 2)), voxel_size=(1.25, 1.75, 6.0), frame_time=40.0)
+    image = sitk.ReadImage(str(path))
+    assert image.GetSize() == (8, 6, 3, 2)
+    np.testing.assert_allclose(image.GetSpacing()[:3], (1.25, 1.75, 6.0), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ preview
+
+
+def test_preview_png_4d_layout(tmp_path, rng):
+    vol = rng.random((20, 16, 5, 4)).astype(np.float32)
+    path = save_preview_png(tmp_path / "p.png", vol, max_tiles=9, max_frames=3)
+    with Image.open(path) as im:
+        assert im.mode == "L"
+        # 3 frames as columns, 3 of the 5 slices as rows; tiles are (nx rows, ny cols) with 2-pixel gaps.
+        assert im.size == (3 * 16 + 2 * 2, 3 * 20 + 2 * 2)
+        assert np.asarray(im).max() == 255
+
+
+def test_preview_png_stack_and_flat(tmp_path):
+    path = save_preview_png(tmp_path / "s.png", np.zeros((5, 8, 6)))
+    with Image.open(path) as im:
+        assert im.mode == "L"
+        assert im.size == (3 * 6 + 2 * 2, 2 * 8 + 2)  # 5 images in a 3-column grid
+        assert np.asarray(im).max() == 0

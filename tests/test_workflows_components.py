@@ -1,0 +1,176 @@
+"""Dataset bad-data policy, per-item random state, step guard and crash-safe checkpoints."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine
+from monai.engines.utils import IterationEvents
+from monai.transforms import Compose, MapTransform, Randomizable
+
+from bundle.errors import NonFiniteDataError
+from bundle.workflows.checkpoint import (
+    AtomicCheckpointSaver,
+    ResumeFromCheckpoint,
+    RNGState,
+    atomic_torch_save,
+    latest_checkpoint,
+)
+from bundle.workflows.dataset import ReconDataset
+from bundle.workflows.handlers import BadDataReport, NonFiniteLossError, SkippedDataError, StepGuard
+
+
+class FailOn(MapTransform):
+    """Raises a data error for the listed files, like LoadCMRSliced does for NaN k-space."""
+
+    def __init__(self, bad):
+        super().__init__(keys="file")
+        self.bad = set(bad)
+
+    def __call__(self, d):
+        if d["file"] in self.bad:
+            raise NonFiniteDataError.at(d["file"], "k-space contains NaN")
+        return dict(d)
+
+
+class Noise(Randomizable, MapTransform):
+    def __init__(self):
+        super().__init__(keys="file")
+
+    def randomize(self, data=None):
+        self.value = self.R.uniform()
+
+    def __call__(self, d):
+        self.randomize()
+        return dict(d, noise=self.value)
+
+
+ITEMS = [{"file": f"f{i}.mat", "z": 0, "t": i, "group": "g" if i < 4 else "h"} for i in range(6)]
+
+
+def test_skip_substitutes_an_item_of_the_same_group_and_reports_it():
+    ds = ReconDataset(ITEMS, Compose([FailOn({"f1.mat"})]), on_bad_data="skip")
+    sample = ds[1]
+    assert sample["file"] == "f2.mat" and sample["group"] == "g"
+    assert "f1.mat: k-space contains NaN" in sample["skipped"]
+    assert ds[0]["skipped"] == ""
+
+
+def test_raise_reports_the_file():
+    ds = ReconDataset(ITEMS, Compose([FailOn({"f1.mat"})]), on_bad_data="raise")
+    with pytest.raises(NonFiniteDataError, match="f1.mat"):
+        ds[1]
+
+
+def test_a_group_with_only_bad_items_fails_clearly():
+    ds = ReconDataset(ITEMS, Compose([FailOn({"f4.mat", "f5.mat"})]), on_bad_data="skip")
+    with pytest.raises(ValueError, match="no usable item in group 'h'"):
+        ds[4]
+
+
+def test_random_state_depends_only_on_seed_epoch_and_index():
+    a = ReconDataset(ITEMS, Compose([Noise()]), seed=7)
+    b = ReconDataset(ITEMS, Compose([Noise()]), seed=7)
+    assert a[(0, 3)]["noise"] == b[(0, 3)]["noise"]
+    b[(0, 1)]  # consuming other items must not change item 3
+    assert a[(0, 3)]["noise"] == b[(0, 3)]["noise"]
+    assert a[(1, 3)]["noise"] != a[(0, 3)]["noise"]
+
+
+def test_bad_data_report_counts_and_fails_at_the_end():
+    report = BadDataReport("training")
+    report.record("/data/P001/cine_sax.mat: k-space contains NaN (z=1, t=0)")
+    report.record("/data/P001/cine_sax.mat: k-space contains NaN (z=1, t=0)")  # same message counted once
+    report.record("/data/P002/T1map.mat: all-zero slice (z=0, t=3)")
+    assert report.total == 2
+    with pytest.raises(SkippedDataError, match="2 bad item"):
+        report.raise_if_any()
+
+
+def _engine_with(loss_value, model, optimizer, accumulation_steps=1):
+    engine = Engine(lambda e, b: None)
+    engine.register_events(*IterationEvents)
+    engine.optimizer = optimizer
+    engine.accumulation_steps = accumulation_steps
+    engine.state.iteration = 1
+    engine.state.epoch_length = 4
+    engine.state.batch = {"file": ["a.mat"], "z": torch.tensor([0]), "t": torch.tensor([2])}
+    engine.state.output = {"loss": torch.tensor(loss_value)}
+    return engine
+
+
+def test_step_guard_skips_non_finite_steps_and_stops_after_n():
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    guard = StepGuard(clip_norm=1.0, max_bad_steps=2)
+    before = [p.detach().clone() for p in model.parameters()]
+    model(torch.ones(1, 3)).sum().mul(float("nan")).backward()
+    engine = _engine_with(float("nan"), model, optimizer)
+    guard(engine)
+    assert all(p.grad is None for p in model.parameters())
+    optimizer.step()  # what the trainer does next: a no-op without gradients
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    with pytest.raises(NonFiniteLossError, match="2 consecutive"):
+        model(torch.ones(1, 3)).sum().mul(float("inf")).backward()
+        guard(_engine_with(float("inf"), model, optimizer))
+
+
+def test_step_guard_clips_and_resets_the_counter():
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    guard = StepGuard(clip_norm=0.5, max_bad_steps=3)
+    guard.consecutive_bad = 2
+    (model(torch.full((1, 3), 100.0)).sum()).backward()
+    guard(_engine_with(1.0, model, optimizer))
+    norm = torch.sqrt(sum(p.grad.square().sum() for p in model.parameters()))
+    assert norm == pytest.approx(0.5, rel=1e-5)
+    assert guard.consecutive_bad == 0
+
+
+def test_atomic_save_failure_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    path = tmp_path / "model.pt"
+    atomic_torch_save({"w": torch.ones(3)}, path)
+
+    def broken_save(obj, handle, *args, **kwargs):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_torch_save({"w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(3))
+    assert os.listdir(tmp_path) == ["model.pt"]  # no temporary file left behind
+
+
+def test_rng_state_round_trips_through_weights_only_load(tmp_path):
+    import random
+
+    rng = RNGState()
+    atomic_torch_save({"rng": rng.state_dict()}, tmp_path / "rng.pt")
+    expected = (torch.rand(2), np.random.rand(2), random.random())  # noqa: NPY002
+    rng.load_state_dict(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    again = (torch.rand(2), np.random.rand(2), random.random())  # noqa: NPY002
+    assert torch.equal(expected[0], again[0])
+    assert np.array_equal(expected[1], again[1])
+    assert expected[2] == again[2]
+
+
+def test_checkpoint_saver_keeps_newest_and_resume_loads_it(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    engine = Engine(lambda e, b: None)
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": model}, n_saved=2)
+    for iteration in (4, 8, 12):
+        engine.state.iteration, engine.state.epoch = iteration, iteration // 4
+        with torch.no_grad():
+            model.weight.fill_(iteration)
+        saver.save(engine)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["checkpoint_e2_i8.pt", "checkpoint_e3_i12.pt"]
+    assert latest_checkpoint(tmp_path).name == "checkpoint_e3_i12.pt"
+    fresh = torch.nn.Linear(2, 2)
+    ResumeFromCheckpoint(str(tmp_path), {"model": fresh})(Engine(lambda e, b: None))
+    assert torch.all(fresh.weight == 12)
