@@ -1,0 +1,166 @@
+"""Loading one training/inference sample: the neighbour frames of one slice, in model orientation.
+
+Files store k-space in h5py order ``(nt, nz, nc, ny, nx)``. The models want ky (the undersampled axis) last,
+so everything leaving this module has its last two axes swapped: a sample is ``(F, nc, nx, ny)`` complex64,
+``F = num_adj_frames`` neighbour frames of slice ``z`` around target frame ``t`` (spec ``data.md`` §2, §6).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+from monai.transforms import MapTransform
+
+from ..errors import CMRDataError, EmptySliceError, MaskMismatchError, NonFiniteDataError, ShapeError
+from ..mri import neighbour_frame_indices
+from .matio import MatSliceReader, read_mat
+
+__all__ = ["LoadCMRSliced", "load_volume"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_volume(path: str | os.PathLike, key: str | None = None, *, check_finite: bool = False) -> np.ndarray:
+    """Whole k-space file in model orientation ``(nt, nz, nc, nx, ny)`` complex64 (C-contiguous).
+
+    4-D BlackBlood files get ``nt = 1`` prepended. Reads the entire file: meant for inference on one volume.
+    """
+    path = os.fspath(path)
+    arr = read_mat(path, key, check_finite=check_finite)
+    if arr.ndim == 4:
+        arr = arr[None]
+    if arr.ndim != 5:
+        raise ShapeError.at(
+            path, f"k-space must be 5-D (nt, nz, nc, ny, nx) or 4-D (nz, nc, ny, nx); found shape {arr.shape}"
+        )
+    return np.ascontiguousarray(arr.swapaxes(-1, -2), dtype=np.complex64)
+
+
+class LoadCMRSliced(MapTransform):
+    """Read the neighbour frames of one ``(z, t)`` item of :func:`bundle.data.index.build_items`.
+
+    Input keys: ``file``, ``z``, ``t``; optional ``nt`` (frames usable for stacking; defaults to the file's,
+    smaller for trimmed files), ``kind`` (``'full'``/``'undersampled'``; defaults from the variable name) and
+    ``mask_file``.
+
+    Output keys (added to a copy of the dict):
+
+    * ``kspace_full`` (full-sample files) or ``kspace_masked`` (undersampled files): ``(F, nc, nx, ny)``
+      complex64, frames ``neighbour_frame_indices(t, nt, num_adj_frames)`` of slice ``z``;
+    * ``frames``: those frame indices (the target is the centre entry, ``F // 2``);
+    * ``mask``: ``(F, nx, ny)`` float32 when ``mask_file`` is set (a Task 1 ``(ny, nx)`` mask is repeated for
+      every frame, a Task 2 ``(nt, ny, nx)`` mask is indexed by ``frames``), or, for an undersampled file
+      without a mask file, inferred from the non-zero k-space samples (with a warning once per process).
+
+    Open files are kept in a per-process LRU cache of ``max_open_files`` readers (DataLoader workers each get
+    an empty cache, since pickling drops it).
+
+    Raises (all name the file, ``z`` and ``t``): :class:`NonFiniteDataError` for NaN/Inf when ``check_finite``,
+    :class:`EmptySliceError` when the target frame is all zeros, :class:`ShapeError` for a file that is not
+    4-D/5-D k-space or an out-of-range ``z``/``t``, :class:`MaskMismatchError` for a mask that does not fit.
+    """
+
+    def __init__(self, num_adj_frames: int = 5, check_finite: bool = True, max_open_files: int = 8):
+        super().__init__(keys=("file",))
+        if num_adj_frames < 1 or num_adj_frames % 2 == 0:
+            raise ValueError(f"num_adj_frames must be a positive odd number, got {num_adj_frames}")
+        if max_open_files < 1:
+            raise ValueError(f"max_open_files must be at least 1, got {max_open_files}")
+        self.num_adj_frames = int(num_adj_frames)
+        self.check_finite = bool(check_finite)
+        self.max_open_files = int(max_open_files)
+        self._readers: OrderedDict[str, MatSliceReader] = OrderedDict()
+        self._masks: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._warned_inferred = False
+
+    # ----------------------------------------------------------------------------------------- caches
+
+    def _reader(self, path: str) -> MatSliceReader:
+        reader = self._readers.pop(path, None)
+        if reader is None:
+            reader = MatSliceReader(path)
+        self._readers[path] = reader  # most recently used last
+        while len(self._readers) > self.max_open_files:
+            self._readers.popitem(last=False)[1].close()
+        return reader
+
+    def _raw_mask(self, mask_file: str) -> np.ndarray:
+        mask = self._masks.pop(mask_file, None)
+        if mask is None:
+            mask = read_mat(mask_file, check_finite=True)
+        self._masks[mask_file] = mask
+        while len(self._masks) > self.max_open_files:
+            self._masks.popitem(last=False)
+        return mask
+
+    def close(self) -> None:
+        """Close every cached file handle."""
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+        self._masks.clear()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_readers"], state["_masks"] = OrderedDict(), OrderedDict()
+        return state
+
+    # ----------------------------------------------------------------------------------------- loading
+
+    def _frames(self, d: Mapping, reader: MatSliceReader) -> list[int]:
+        nt_file = reader.nt
+        nt = int(d.get("nt") or nt_file)
+        t = int(d["t"])
+        if not 1 <= nt <= nt_file or not 0 <= t < nt:
+            raise ShapeError.at(reader.path, f"target frame with nt={nt} does not fit a file of {nt_file} frames")
+        return neighbour_frame_indices(t, nt, self.num_adj_frames)
+
+    def _mask(self, mask_file: str, reader: MatSliceReader, frames: list[int]) -> np.ndarray:
+        mask = self._raw_mask(mask_file)
+        nt, ny, nx = reader.nt, reader.ny, reader.nx
+        if mask.shape == (ny, nx):
+            return np.ascontiguousarray(np.broadcast_to(mask.T, (len(frames), nx, ny)))
+        if mask.shape == (nt, ny, nx):
+            return np.ascontiguousarray(mask[frames].swapaxes(-1, -2))
+        raise MaskMismatchError.at(
+            mask_file,
+            f"mask of shape {mask.shape} does not fit k-space {reader.path} of shape {reader.shape}; "
+            f"expected (ny, nx) = {(ny, nx)} (Task 1) or (nt, ny, nx) = {(nt, ny, nx)} (Task 2)",
+        )
+
+    def _inferred_mask(self, kspace: np.ndarray, path: str) -> np.ndarray:
+        if not self._warned_inferred:
+            logger.warning("%s: undersampled file without a mask file; inferring the mask from non-zero k-space", path)
+            self._warned_inferred = True
+        # A location counts as sampled if any coil holds a non-zero value there: (F, nc, nx, ny) -> (F, nx, ny).
+        return np.ascontiguousarray((kspace != 0).any(axis=1), dtype=np.float32)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        path, z = os.fspath(d["file"]), int(d["z"])
+        where = f"z={z}, t={d['t']}"
+        reader = self._reader(path)
+        try:
+            frames = self._frames(d, reader)
+            kspace = reader.read_frames(z, frames)
+        except CMRDataError as err:
+            # Say which sample failed, keeping the specific error type (and its file) for the caller.
+            raise type(err).at(err.path or path, f"{where}: {err.problem}") from err
+        if self.check_finite and not np.isfinite(kspace).all():
+            raise NonFiniteDataError.at(path, f"{where}: k-space contains NaN or Inf (frames {frames})")
+        if not kspace[len(frames) // 2].any():
+            raise EmptySliceError.at(path, f"{where}: the target frame is all zeros")
+        kspace = np.ascontiguousarray(kspace.swapaxes(-1, -2))  # (F, nc, ny, nx) -> (F, nc, nx, ny)
+
+        kind = d.get("kind") or ("undersampled" if reader.key == "kus" else "full")
+        d["kspace_masked" if kind == "undersampled" else "kspace_full"] = kspace
+        d["frames"] = list(frames)
+        if d.get("mask_file"):
+            d["mask"] = self._mask(os.fspath(d["mask_file"]), reader, frames)
+        elif kind == "undersampled":
+            d["mask"] = self._inferred_mask(kspace, path)
+        return d

@@ -1,0 +1,163 @@
+"""Per-sample loading with neighbour-frame stacking and masks (``bundle/data/loading.py``)."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import numpy as np
+import pytest
+
+from bundle.data.loading import LoadCMRSliced, load_volume
+from bundle.data.matio import write_mat
+from bundle.errors import EmptySliceError, MaskMismatchError, NonFiniteDataError, ShapeError
+from bundle.mri import neighbour_frame_indices
+
+NZ, NC, NY, NX = 2, 3, 8, 10
+
+
+def _kspace(rng, nt, nz=NZ):
+    shape = (nt, nz, NC, NY, NX)
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+
+
+def _item(path, z, t, nt, **extra):
+    return {"file": str(path), "z": z, "t": t, "nt": nt, "kind": "full", "mask_file": None, **extra}
+
+
+@pytest.mark.parametrize("nt", [12, 9, 3, 1])
+def test_neighbour_stacking(tmp_path, rng, nt):
+    k = _kspace(rng, nt)
+    path = tmp_path / "k.mat"
+    write_mat(path, kspace_full=k)
+    load = LoadCMRSliced()
+    for t in {0, nt // 2, nt - 1}:
+        out = load(_item(path, 1, t, nt))
+        frames = neighbour_frame_indices(t, nt, 5)
+        assert out["frames"] == frames and frames[2] == t
+        got = out["kspace_full"]
+        assert got.shape == (5, NC, NX, NY) and got.dtype == np.complex64 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, k[frames, 1].swapaxes(-1, -2))
+        assert "mask" not in out and "kspace_masked" not in out
+
+
+def test_blackblood_4d_and_three_frames(tmp_path, rng):
+    k = _kspace(rng, 1)[0]  # (nz, nc, ny, nx)
+    path = tmp_path / "blackblood_kus_Uniform4.mat"
+    write_mat(path, kus=k)
+    out = LoadCMRSliced(num_adj_frames=3)({"file": str(path), "z": 0, "t": 0})  # no nt/kind: from the file
+    assert out["frames"] == [0, 0, 0]
+    np.testing.assert_array_equal(out["kspace_masked"], np.stack([k[0].swapaxes(-1, -2)] * 3))
+    assert out["mask"].shape == (3, NX, NY)  # inferred: all non-zero here
+
+
+def test_trimmed_series_never_reads_dropped_frames(tmp_path, rng):
+    path = tmp_path / "k.mat"
+    write_mat(path, kspace_full=_kspace(rng, 12))
+    out = LoadCMRSliced()(_item(path, 0, 0, 9))
+    assert out["frames"] == [7, 8, 0, 1, 2]
+    with pytest.raises(ShapeError, match="z=0, t=9"):
+        LoadCMRSliced()(_item(path, 0, 9, 9))
+
+
+def test_task1_mask_broadcasts_to_every_frame(tmp_path, rng):
+    path, mpath = tmp_path / "k.mat", tmp_path / "m.mat"
+    write_mat(path, kspace_full=_kspace(rng, 12))
+    mask = np.zeros((NY, NX))
+    mask[::4] = 1  # ky lines: rows in h5py order, constant along kx
+    write_mat(mpath, mask=mask)
+    out = LoadCMRSliced()(_item(path, 1, 5, 12, mask_file=str(mpath)))
+    m = out["mask"]
+    assert m.shape == (5, NX, NY) and m.dtype == np.float32 and m.flags.c_contiguous
+    np.testing.assert_array_equal(m, np.broadcast_to(mask.T, (5, NX, NY)))
+
+
+def test_task2_mask_follows_the_frames(tmp_path, rng):
+    nt = 3
+    path, mpath = tmp_path / "k.mat", tmp_path / "m.mat"
+    k = _kspace(rng, nt)
+    mask = (rng.random((nt, NY, NX)) > 0.5).astype(np.float64)
+    write_mat(path, kus=k * mask[:, None, None])
+    write_mat(mpath, mask=mask)
+    item = _item(path, 0, 1, nt, kind="undersampled", mask_file=str(mpath))
+    out = LoadCMRSliced()(item)
+    assert out["frames"] == [0, 0, 1, 2, 2]
+    np.testing.assert_array_equal(out["mask"], mask[[0, 0, 1, 2, 2]].swapaxes(-1, -2))
+    np.testing.assert_array_equal(out["kspace_masked"], (k * mask[:, None, None])[[0, 0, 1, 2, 2], 0].swapaxes(-1, -2))
+
+
+def test_missing_mask_is_inferred_with_one_warning(tmp_path, rng, caplog):
+    path = tmp_path / "cine_kus_ktUniform4.mat"
+    mask = np.zeros((12, NY, NX), np.float32)
+    for t in range(12):
+        mask[t, t % 4 :: 4] = 1
+    write_mat(path, kus=_kspace(rng, 12) * mask[:, None, None])
+    load = LoadCMRSliced()
+    with caplog.at_level(logging.WARNING, logger="bundle.data.loading"):
+        out = load(_item(path, 0, 4, 12, kind="undersampled"))
+        load(_item(path, 1, 4, 12, kind="undersampled"))
+    assert sum("inferring the mask" in r.getMessage() for r in caplog.records) == 1
+    np.testing.assert_array_equal(out["mask"], mask[[2, 3, 4, 5, 6]].swapaxes(-1, -2))
+
+
+def test_mask_that_does_not_fit(tmp_path, rng):
+    path, mpath = tmp_path / "k.mat", tmp_path / "m.mat"
+    write_mat(path, kspace_full=_kspace(rng, 12))
+    write_mat(mpath, mask=np.ones((NX, NY)))  # transposed: MATLAB order by mistake
+    with pytest.raises(MaskMismatchError) as info:
+        LoadCMRSliced()(_item(path, 0, 0, 12, mask_file=str(mpath)))
+    msg = str(info.value)
+    assert str(mpath) in msg and str(path) in msg and str((NX, NY)) in msg and str((12, NZ, NC, NY, NX)) in msg
+    write_mat(mpath, mask=np.ones((9, NY, NX)))  # Task 2 mask with the wrong nt
+    with pytest.raises(MaskMismatchError):
+        LoadCMRSliced()(_item(path, 0, 0, 12, mask_file=str(mpath)))
+
+
+def test_non_finite_and_empty_slices(tmp_path, rng):
+    k = _kspace(rng, 6)
+    k[4, 1, 0, 2, 2] = np.inf
+    k[1, 0] = 0
+    path = tmp_path / "k.mat"
+    write_mat(path, kspace_full=k)
+    load = LoadCMRSliced()
+    with pytest.raises(NonFiniteDataError) as info:
+        load(_item(path, 1, 3, 6))  # frame 4 is a neighbour of 3
+    assert str(path) in str(info.value) and "z=1, t=3" in str(info.value)
+    assert LoadCMRSliced(check_finite=False)(_item(path, 1, 3, 6))["frames"] == [1, 2, 3, 4, 5]
+    with pytest.raises(EmptySliceError) as info:
+        load(_item(path, 0, 1, 6))
+    assert str(path) in str(info.value) and "z=0, t=1" in str(info.value)
+    load(_item(path, 0, 2, 6))  # a zero neighbour is fine; only the target must hold data
+
+
+def test_wrong_dims_name_file_and_position(tmp_path, rng):
+    path = tmp_path / "flat.mat"
+    write_mat(path, kspace_full=_kspace(rng, 1)[0, 0])  # (nc, ny, nx)
+    with pytest.raises(ShapeError) as info:
+        LoadCMRSliced()(_item(path, 0, 0, 1))
+    assert str(path) in str(info.value) and "z=0, t=0" in str(info.value)
+    write_mat(path, kspace_full=_kspace(rng, 3))
+    with pytest.raises(ShapeError, match="z=5"):
+        LoadCMRSliced()(_item(path, 5, 0, 3))
+
+
+def test_reader_cache_is_bounded_and_dropped_on_pickle(tmp_path, rng):
+    load = LoadCMRSliced(max_open_files=2)
+    for i in range(3):
+        write_mat(tmp_path / f"k{i}.mat", kspace_full=_kspace(rng, 3))
+        load(_item(tmp_path / f"k{i}.mat", 0, 0, 3))
+    assert list(load._readers) == [str(tmp_path / "k1.mat"), str(tmp_path / "k2.mat")]
+    clone = pickle.loads(pickle.dumps(load))
+    assert not clone._readers
+    assert clone(_item(tmp_path / "k0.mat", 0, 0, 3))["kspace_full"].shape == (5, NC, NX, NY)
+    load.close()
+
+
+def test_load_volume_orientation(tmp_path, rng):
+    k = _kspace(rng, 4)
+    write_mat(tmp_path / "k.mat", kspace_full=k)
+    vol = load_volume(tmp_path / "k.mat")
+    assert vol.shape == (4, NZ, NC, NX, NY) and vol.flags.c_contiguous
+    np.testing.assert_array_equal(vol, k.swapaxes(-1, -2))
+    write_mat(tmp_path / "bb.mat", kus=k[0])
+    np.testing.assert_array_equal(load_volume(tmp_path / "bb.mat"), k[:1].swapaxes(-1, -2))
