@@ -22,7 +22,7 @@ from .handlers import (
 )
 from .inference import ReconstructionWriter
 from .sampler import HYPERCMR_GROUP_ORDER, ShapeGroupBatchSampler, group_batches
-from .setup import prepare_dataset
+from .setup import inference_datalist, prepare_dataset
 from .validation import ChallengeMetric, MetricsTableWriter, ReconImageWriter, select_ranking_items, zero_filled_image
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "is_stepping_iteration",
     "ReconstructionWriter",
     "prepare_dataset",
+    "inference_datalist",
     "HYPERCMR_GROUP_ORDER",
     "ShapeGroupBatchSampler",
     "group_batches",

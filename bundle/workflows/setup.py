@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from bundle.errors import EmptyDatasetError
+from bundle.errors import CMRDataError, EmptyDatasetError
 
 __all__ = ["prepare_dataset"]
 
@@ -46,3 +46,40 @@ def prepare_dataset(
     if distributed:
         dist.barrier()
     return str(root)
+
+
+def inference_datalist(
+    dataset_dir: str | os.PathLike,
+    report=None,
+    modalities=None,
+    check_values: bool = True,
+) -> list[dict]:
+    """Slice items of every undersampled file under ``dataset_dir`` that passes validation.
+
+    Each file is checked first (:func:`bundle.data.checks.check_file`): a bad file is logged, recorded in
+    ``report`` (a :class:`~bundle.workflows.handlers.BadDataReport`) and left out, so the others are still
+    reconstructed and the run can exit non-zero at the end.
+    """
+    from bundle.data.checks import check_file
+    from bundle.data.index import assign_groups, build_items, scan_dataset
+
+    def reject(message: str) -> None:
+        logger.error("skipping %s", message)
+        if report is None:
+            raise CMRDataError(message)
+        report.record(message)
+
+    records = scan_dataset(dataset_dir, modalities=modalities, on_error=lambda err: reject(str(err)))
+    good = []
+    for record in records:
+        if record.kind != "undersampled":
+            continue
+        problems = check_file(record, check_values=check_values)
+        if problems:
+            where = lambda p: "" if p.z is None else f" (z={p.z}, t={p.t})"  # noqa: E731
+            reject(f"{record.path}: " + "; ".join(f"{p.message}{where(p)}" for p in problems))
+            continue
+        good.append(record)
+    if not good:
+        raise EmptyDatasetError.at(dataset_dir, "no usable undersampled (UnderSample_Task*) files to reconstruct")
+    return build_items(assign_groups(good), exclude=(), trims={})
