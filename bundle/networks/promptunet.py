@@ -1,0 +1,319 @@
+"""PromptUnet, the PromptMR (v1) denoiser, and NormPromptUnet, its normalising complex-valued wrapper.
+
+Blocks, default sizes and quirks follow ``model.md`` §1 of the project spec:
+
+* every convolution is bias-free except the stride-2 down-sampling convs and the prompt ``Linear`` layers;
+* one activation module is *shared* by all channel-attention blocks (CABs) of a U-Net, and by every U-Net of a
+  PromptMR model, except the first CAB of ``enc_level1``, which gets its own copy. This mirrors the reference
+  (a default argument evaluated once) and is what makes the parameter counts match exactly;
+* prompts are registered parameters that are frozen by default (``learnable_prompt=False``).
+
+Module names mirror the reference state-dict keys (``model.md`` §1.5) so reference checkpoints can be imported.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["CALayer", "CAB", "DownBlock", "UpBlock", "SkipBlock", "PromptBlock", "PromptUnet", "NormPromptUnet"]
+
+
+def conv(in_chans: int, out_chans: int, kernel_size: int, bias: bool = False) -> nn.Conv2d:
+    """Stride-1 'same' convolution."""
+    return nn.Conv2d(in_chans, out_chans, kernel_size, padding=kernel_size // 2, bias=bias)
+
+
+class CALayer(nn.Module):
+    """Squeeze-and-excitation channel attention ``x * sigmoid(W2 relu(W1 GAP(x)))``; ``(B, C, H, W)`` real."""
+
+    def __init__(self, channels: int, reduction: int = 4, bias: bool = False) -> None:
+        super().__init__()
+        if channels // reduction < 1:
+            raise ValueError(f"CALayer needs channels >= reduction, got {channels} and {reduction}")
+        self.conv_du = nn.Sequential(
+            nn.Conv2d(channels, channels // reduction, 1, bias=bias),
+            nn.ReLU(),
+            nn.Conv2d(channels // reduction, channels, 1, bias=bias),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.conv_du(x.mean(dim=(-2, -1), keepdim=True))
+
+
+class CAB(nn.Module):
+    """Channel-attention residual block ``CA(conv(act(conv(x)))) + x``; ``(B, C, H, W)`` real.
+
+    ``act`` is used as given, not copied: passing the same module to many CABs shares its parameters.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        reduction: int = 4,
+        bias: bool = False,
+        act: Optional[nn.Module] = None,
+        no_use_ca: bool = False,
+    ) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv(channels, channels, kernel_size, bias),
+            act if act is not None else nn.PReLU(),
+            conv(channels, channels, kernel_size, bias),
+        )
+        self.CA = nn.Identity() if no_use_ca else CALayer(channels, reduction, bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.CA(self.body(x)) + x
+
+
+def _cabs(
+    n: int,
+    channels: int,
+    kernel_size: int,
+    reduction: int,
+    bias: bool,
+    act: nn.Module,
+    no_use_ca: bool,
+    first_act: Optional[nn.Module] = None,
+) -> nn.Sequential:
+    acts = [first_act if (j == 0 and first_act is not None) else act for j in range(n)]
+    return nn.Sequential(*[CAB(channels, kernel_size, reduction, bias, a, no_use_ca) for a in acts])
+
+
+class DownBlock(nn.Module):
+    """``n_cab`` CABs at ``in_chans`` (their output is the skip feature), then a stride-2 3x3 conv with bias.
+
+    ``(B, Cin, H, W)`` -> ``((B, Cout, H/2, W/2), (B, Cin, H, W))``; H and W must be even.
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        n_cab: int,
+        kernel_size: int = 3,
+        reduction: int = 4,
+        bias: bool = False,
+        act: Optional[nn.Module] = None,
+        no_use_ca: bool = False,
+        first_act: Optional[nn.Module] = None,
+    ) -> None:
+        super().__init__()
+        act = act if act is not None else nn.PReLU()
+        self.encoder = _cabs(n_cab, in_chans, kernel_size, reduction, bias, act, no_use_ca, first_act)
+        self.down = nn.Conv2d(in_chans, out_chans, 3, stride=2, padding=1, bias=True)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        enc = self.encoder(x)
+        return self.down(enc), enc
+
+
+class SkipBlock(nn.Module):
+    """``n_cab`` CABs applied to an encoder skip feature (identity when ``n_cab == 0``); ``(B, C, H, W)``."""
+
+    def __init__(
+        self,
+        channels: int,
+        n_cab: int,
+        kernel_size: int = 3,
+        reduction: int = 4,
+        bias: bool = False,
+        act: Optional[nn.Module] = None,
+        no_use_ca: bool = False,
+    ) -> None:
+        super().__init__()
+        act = act if act is not None else nn.PReLU()
+        # An empty Sequential is the identity, and keeps the key layout skip_attn.{j}.
+        self.skip_attn = _cabs(n_cab, channels, kernel_size, reduction, bias, act, no_use_ca)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.skip_attn(x)
+
+
+class PromptBlock(nn.Module):
+    """Input-adaptive prompt: a softmax-weighted mix of ``len_prompt`` learned ``(Cp, S, S)`` prompts.
+
+    ``(B, Cin, H, W)`` real -> ``(B, Cp, H, W)``: ``w = softmax(Linear(GAP(x)))`` over the prompts,
+    ``p = sum_l w_l P_l``, bilinear resize to ``(H, W)``, then a 3x3 conv.
+    """
+
+    def __init__(
+        self, prompt_dim: int, len_prompt: int, prompt_size: int, in_chans: int, learnable_prompt: bool = False
+    ) -> None:
+        super().__init__()
+        self.prompt_param = nn.Parameter(
+            torch.rand(1, len_prompt, prompt_dim, prompt_size, prompt_size), requires_grad=learnable_prompt
+        )
+        self.linear_layer = nn.Linear(in_chans, len_prompt)
+        self.dec_conv3x3 = conv(prompt_dim, prompt_dim, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        _, n_prompt, dim, size, _ = self.prompt_param.shape
+        weights = torch.softmax(self.linear_layer(x.mean(dim=(-2, -1))), dim=1)  # (B, L)
+        # The weighted sum over prompts is one (B, L) @ (L, Cp*S*S) matmul instead of a broadcast + sum.
+        prompt = (weights @ self.prompt_param.reshape(n_prompt, dim * size * size)).view(b, dim, size, size)
+        prompt = F.interpolate(prompt, size=(h, w), mode="bilinear", align_corners=False)
+        return self.dec_conv3x3(prompt)
+
+
+class UpBlock(nn.Module):
+    """Decoder level: fuse the prompt, reduce, upsample x2, add the skip feature, one final CAB.
+
+    ``x (B, Cin, H, W)``, ``prompt (B, Cp, H, W)``, ``skip (B, Cout, 2H, 2W)`` -> ``(B, Cout, 2H, 2W)``.
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        prompt_dim: int,
+        n_cab: int,
+        kernel_size: int = 3,
+        reduction: int = 4,
+        bias: bool = False,
+        act: Optional[nn.Module] = None,
+        no_use_ca: bool = False,
+    ) -> None:
+        super().__init__()
+        act = act if act is not None else nn.PReLU()
+        self.fuse = _cabs(n_cab, in_chans + prompt_dim, kernel_size, reduction, bias, act, no_use_ca)
+        self.reduce = conv(in_chans + prompt_dim, in_chans, 1, bias)
+        self.up = nn.Sequential(
+            nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=False),
+            conv(in_chans, out_chans, 1, bias),
+        )
+        self.ca = CAB(out_chans, kernel_size, reduction, bias, act, no_use_ca)
+
+    def forward(self, x: Tensor, prompt: Tensor, skip: Tensor) -> Tensor:
+        x = self.reduce(self.fuse(torch.cat([x, prompt], dim=1)))
+        return self.ca(self.up(x) + skip)
+
+
+class PromptUnet(nn.Module):
+    """Three-level PromptMR U-Net with channel attention and prompt-conditioned decoder.
+
+    Real ``(B, in_chans, H, W)`` -> ``(B, out_chans, H, W)``; H and W must be multiples of 8 (NormPromptUnet pads).
+    Defaults are the cascade U-Net of ``model.md`` §1.1 (6,638,610 parameters, 829,440 of them frozen prompts).
+
+    Args:
+        act: activation shared by every CAB except the first of ``enc_level1``, which gets a deep copy
+            (the reference's PReLU quirk). ``None`` creates a fresh ``nn.PReLU()``; pass one module to several
+            U-Nets to share it across a whole model.
+        learnable_prompt: train the prompts; by default they are frozen but still registered and saved.
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 10,
+        out_chans: int = 10,
+        n_feat0: int = 48,
+        feature_dim: Sequence[int] = (72, 96, 120),
+        prompt_dim: Sequence[int] = (24, 48, 72),
+        len_prompt: Sequence[int] = (5, 5, 5),
+        prompt_size: Sequence[int] = (64, 32, 16),
+        n_enc_cab: Sequence[int] = (2, 3, 3),
+        n_dec_cab: Sequence[int] = (2, 2, 3),
+        n_skip_cab: Sequence[int] = (1, 1, 1),
+        n_bottleneck_cab: int = 3,
+        kernel_size: int = 3,
+        reduction: int = 4,
+        act: Optional[nn.Module] = None,
+        bias: bool = False,
+        no_use_ca: bool = False,
+        learnable_prompt: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, seq in (
+            ("feature_dim", feature_dim),
+            ("prompt_dim", prompt_dim),
+            ("len_prompt", len_prompt),
+            ("prompt_size", prompt_size),
+            ("n_enc_cab", n_enc_cab),
+            ("n_dec_cab", n_dec_cab),
+            ("n_skip_cab", n_skip_cab),
+        ):
+            if len(seq) != 3:
+                raise ValueError(f"{name} must have 3 entries (one per level), got {list(seq)}")
+        act = act if act is not None else nn.PReLU()
+        blk = dict(kernel_size=kernel_size, reduction=reduction, bias=bias, act=act, no_use_ca=no_use_ca)
+        d0, (d1, d2, d3) = n_feat0, feature_dim
+
+        self.feat_extract = conv(in_chans, d0, kernel_size, bias)
+        self.enc_level1 = DownBlock(d0, d1, n_enc_cab[0], first_act=copy.deepcopy(act), **blk)
+        self.enc_level2 = DownBlock(d1, d2, n_enc_cab[1], **blk)
+        self.enc_level3 = DownBlock(d2, d3, n_enc_cab[2], **blk)
+
+        self.skip_attn1 = SkipBlock(d0, n_skip_cab[0], **blk)
+        self.skip_attn2 = SkipBlock(d1, n_skip_cab[1], **blk)
+        self.skip_attn3 = SkipBlock(d2, n_skip_cab[2], **blk)
+
+        self.bottleneck = _cabs(n_bottleneck_cab, d3, kernel_size, reduction, bias, act, no_use_ca)
+
+        self.prompt_level3 = PromptBlock(prompt_dim[2], len_prompt[2], prompt_size[2], d3, learnable_prompt)
+        self.dec_level3 = UpBlock(d3, d2, prompt_dim[2], n_dec_cab[2], **blk)
+        self.prompt_level2 = PromptBlock(prompt_dim[1], len_prompt[1], prompt_size[1], d2, learnable_prompt)
+        self.dec_level2 = UpBlock(d2, d1, prompt_dim[1], n_dec_cab[1], **blk)
+        self.prompt_level1 = PromptBlock(prompt_dim[0], len_prompt[0], prompt_size[0], d1, learnable_prompt)
+        self.dec_level1 = UpBlock(d1, d0, prompt_dim[0], n_dec_cab[0], **blk)
+
+        self.conv_last = conv(d0, out_chans, 5, bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.feat_extract(x)
+        x, enc1 = self.enc_level1(x)
+        x, enc2 = self.enc_level2(x)
+        x, enc3 = self.enc_level3(x)
+        x = self.bottleneck(x)
+        x = self.dec_level3(x, self.prompt_level3(x), self.skip_attn3(enc3))
+        x = self.dec_level2(x, self.prompt_level2(x), self.skip_attn2(enc2))
+        x = self.dec_level1(x, self.prompt_level1(x), self.skip_attn1(enc1))
+        return self.conv_last(x)
+
+
+class NormPromptUnet(nn.Module):
+    """PromptUnet on complex images with per-sample normalisation and padding to a multiple of 8.
+
+    ``(B, C, H, W)`` complex -> ``(B, C_out, H, W)`` complex64, with ``in_chans = 2C`` and ``out_chans = 2C_out``
+    real U-Net channels ordered ``[re_0 .. re_{C-1}, im_0 .. im_{C-1}]`` (``model.md`` §1.4).
+
+    Mean and unbiased std are taken per sample over all ``2C*H*W`` values with no eps, as in the reference; an
+    all-zero sample therefore gives NaN. Statistics, padding and the inverse map run in fp32: the U-Net output is
+    cast back to fp32 before un-normalising, so under autocast only the U-Net itself runs in reduced precision.
+
+    Keyword arguments other than ``in_chans``/``out_chans`` are passed to :class:`PromptUnet`.
+    """
+
+    def __init__(self, in_chans: int = 10, out_chans: int = 10, **unet_kwargs) -> None:
+        super().__init__()
+        if in_chans % 2 or out_chans % 2:
+            raise ValueError(
+                f"in_chans and out_chans count real channels and must be even, got {in_chans}, {out_chans}"
+            )
+        self.unet = PromptUnet(in_chans, out_chans, **unet_kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        x = x.to(torch.complex64)
+        x = torch.cat([x.real, x.imag], dim=1)
+        std, mean = torch.std_mean(x.reshape(b, -1), dim=1, keepdim=True)
+        std, mean = std.view(b, 1, 1, 1), mean.view(b, 1, 1, 1)
+        x = (x - mean) / std
+
+        # Pad after normalising so the padding is zero in normalised units; floor/ceil split as the reference.
+        dh, dw = (h + 7) // 8 * 8 - h, (w + 7) // 8 * 8 - w
+        top, left = dh // 2, dw // 2
+        x = F.pad(x, [left, dw - left, top, dh - top])
+
+        x = self.unet(x).float()[..., top : top + h, left : left + w]
+        x = x * std + mean
+        c_out = x.shape[1] // 2
+        return torch.complex(x[:, :c_out], x[:, c_out:])
