@@ -22,13 +22,13 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
 
-from ..errors import CMRDataError, EmptyDatasetError, ShapeError
+from ..errors import CMRDataError, EmptyDatasetError, MatFileError, MissingKeyError, ShapeError
 from .matio import mat_shape
 
 __all__ = [
@@ -219,8 +219,13 @@ def _record(path: Path, series: str, **fields) -> FileRecord:
     )
 
 
-def _scan_split(split_dir: Path, modality: str, split: str) -> list[FileRecord]:
-    """Records of one ``<Modality>/<Split>`` folder: ``FullSample`` and every ``UnderSample_Task*``."""
+def _scan_split(
+    split_dir: Path, modality: str, split: str, on_error: Callable[[CMRDataError], None] | None = None
+) -> list[FileRecord]:
+    """Records of one ``<Modality>/<Split>`` folder: ``FullSample`` and every ``UnderSample_Task*``.
+
+    A file whose metadata cannot be read raises, or is passed to ``on_error`` and skipped when that is given.
+    """
     masks = _official_masks(split_dir)
     records = []
     for sub in sorted(p for p in split_dir.iterdir() if p.is_dir()):
@@ -242,8 +247,8 @@ def _scan_split(split_dir: Path, modality: str, split: str) -> list[FileRecord]:
                     mask_file = _kus_to_mask_path(f)
                     mask_path = str(mask_file) if mask_file.is_file() else None
                 kind = "full" if task is None else "undersampled"
-                records.append(
-                    _record(
+                try:
+                    record = _record(
                         f,
                         series,
                         kind=kind,
@@ -255,27 +260,48 @@ def _scan_split(split_dir: Path, modality: str, split: str) -> list[FileRecord]:
                         mask_path=mask_path,
                         masks=found,
                     )
-                )
+                except (MatFileError, MissingKeyError, ShapeError) as err:
+                    if on_error is None:
+                        raise
+                    on_error(err)
+                    continue
+                records.append(record)
     return records
 
 
-def scan_dataset(root: str | os.PathLike, *, modalities: Iterable[str] | None = None) -> list[FileRecord]:
+def scan_dataset(
+    root: str | os.PathLike,
+    *,
+    modalities: Iterable[str] | None = None,
+    on_error: Callable[[CMRDataError], None] | None = None,
+) -> list[FileRecord]:
     """List every k-space file (full-sample and undersampled) under ``root``, reading shapes from metadata.
 
     Args:
         root: the ``MultiCoil`` folder, its parent ``ChallengeData``, or a folder holding ``ChallengeData``.
         modalities: keep only these modality folders (case-insensitive), e.g. ``["Cine", "Mapping"]``.
+        on_error: tolerant scan. A file whose metadata cannot be read (:class:`MatFileError`,
+            :class:`MissingKeyError`, :class:`ShapeError`) is passed to ``on_error`` and skipped instead of
+            raising. ``None`` (default) raises on the first such file.
 
     Returns:
         Records sorted by modality, split, folder, patient and file name, without ``group`` (see
-        :func:`assign_groups`).
+        :func:`assign_groups`). With ``on_error``, empty when every k-space file found was skipped.
 
     Raises:
-        EmptyDatasetError: no tree or no k-space files under ``root``.
-        MatFileError / ShapeError: a file cannot be read or is not 4-D/5-D k-space (names the file).
+        EmptyDatasetError: no tree or no k-space files under ``root`` (also with ``on_error``).
+        MatFileError / MissingKeyError / ShapeError: without ``on_error``, a file cannot be read, has no
+            pickable variable, or is not 4-D/5-D k-space (names the file).
     """
     multicoil = find_multicoil(root)
     wanted = None if modalities is None else {m.lower() for m in modalities}
+    skipped = 0
+
+    def skip(err: CMRDataError) -> None:
+        nonlocal skipped
+        skipped += 1
+        on_error(err)
+
     records: list[FileRecord] = []
     for modality_dir in _subdirs(multicoil):
         if wanted is not None and modality_dir.name.lower() not in wanted:
@@ -283,8 +309,9 @@ def scan_dataset(root: str | os.PathLike, *, modalities: Iterable[str] | None = 
         for split in SPLITS:
             split_dir = modality_dir / split
             if split_dir.is_dir():
-                records.extend(_scan_split(split_dir, modality_dir.name, split))
-    if not records:
+                records.extend(_scan_split(split_dir, modality_dir.name, split, skip if on_error else None))
+    # Files that exist but were all skipped are data problems (already reported), not an empty dataset.
+    if not records and not skipped:
         raise EmptyDatasetError.at(root, "no k-space .mat files (FullSample or UnderSample_Task*) found")
     return records
 
@@ -494,6 +521,7 @@ def build_datalist(
     modalities: Iterable[str] | None = None,
     max_items: int | None = None,
     split_file: str | os.PathLike | None = None,
+    on_error: Callable[[CMRDataError], None] | None = None,
 ) -> list[dict]:
     """Scan ``root`` and return the items of one subset, ready for a MONAI ``Dataset``.
 
@@ -505,13 +533,14 @@ def build_datalist(
         split_file: JSON patient split. Loaded when it exists (patients it does not list are left out, with a
             warning); otherwise computed and written there.
         max_items: keep only the first ``max_items`` items (smoke tests).
+        on_error: skip files whose metadata cannot be read, passing each error here (see :func:`scan_dataset`).
 
     Groups are assigned over all files of the subset's kind, so ``train`` and ``val`` share group names.
     """
     if subset not in ("train", "val", "all", "undersampled"):
         raise ValueError(f"subset must be 'train', 'val', 'all' or 'undersampled', not {subset!r}")
     kind = "undersampled" if subset == "undersampled" else "full"
-    records = assign_groups([r for r in scan_dataset(root, modalities=modalities) if r.kind == kind])
+    records = assign_groups([r for r in scan_dataset(root, modalities=modalities, on_error=on_error) if r.kind == kind])
     if subset in ("train", "val"):
         records = [r for r in records if r.split == "TrainingSet"]
         if not records:

@@ -69,12 +69,18 @@ def inference_datalist(
             raise CMRDataError(message)
         report.record(message)
 
-    records = scan_dataset(dataset_dir, modalities=modalities, on_error=lambda err: reject(str(err)))
+    def on_scan_error(err) -> None:
+        # Only undersampled inputs matter here; a broken training file is not this run's problem.
+        if "UnderSample_Task" in str(getattr(err, "path", "") or err):
+            reject(str(err))
+
+    records = scan_dataset(dataset_dir, modalities=modalities, on_error=on_scan_error)
     good = []
     for record in records:
         if record.kind != "undersampled":
             continue
-        problems = check_file(record, check_values=check_values)
+        # A missing mask file is not fatal: the loader infers the mask from the zero-filled k-space lines.
+        problems = [p for p in check_file(record, check_values=check_values) if p.kind != "missing_mask"]
         if problems:
             where = lambda p: "" if p.z is None else f" (z={p.z}, t={p.t})"  # noqa: E731
             reject(f"{record.path}: " + "; ".join(f"{p.message}{where(p)}" for p in problems))

@@ -69,6 +69,9 @@ class ChallengeMetric(Metric):
         prefix: prefix of every metric name, e.g. ``"val_"``.
     """
 
+    # Ignite hands ``update`` these entries of the engine output, in this order.
+    required_output_keys = ("image", "pred", "label")
+
     def __init__(self, num_adj_frames: int = 5, prefix: str = "val_", output_transform: Callable = lambda x: x):
         self.num_adj_frames = int(num_adj_frames)
         self.prefix = prefix
@@ -78,13 +81,13 @@ class ChallengeMetric(Metric):
     def reset(self) -> None:
         self.rows = []
 
-    def update(self, output: Mapping) -> None:
+    def update(self, output: Sequence) -> None:
         from bundle.metrics import challenge_metrics
 
-        pred = output["pred"][0] if isinstance(output["pred"], (tuple, list)) else output["pred"]
-        label = output["label"]
+        image, pred, label = output
+        pred = pred[0] if isinstance(pred, (tuple, list)) else pred
         target = label["target"]
-        zero_filled = zero_filled_image(output["image"], self.num_adj_frames)
+        zero_filled = zero_filled_image(image, self.num_adj_frames)
         pred_roi = crop_roi(pred.detach().float()[:, 0]).cpu().numpy()
         target_roi = crop_roi(target.detach().float()[:, 0]).cpu().numpy()
         zf_roi = crop_roi(zero_filled.detach().float()[:, 0]).cpu().numpy()

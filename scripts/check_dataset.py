@@ -1,0 +1,83 @@
+"""Validate a whole CMRxRecon2024 dataset tree before a run and print a table of its problems.
+
+Usage, from the repository root (no installation needed)::
+
+    python scripts/check_dataset.py --root DIR [--no-values] [--modalities Cine Mapping] [--json out.json]
+
+Exit status: 0 when no problem was found, 1 when problems were found, 2 on a usage error (missing root,
+no k-space files under it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+# Run from a checkout without installing: the repository root must precede site-packages on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bundle.data.checks import check_dataset, format_problems  # noqa: E402
+from bundle.errors import EmptyDatasetError  # noqa: E402
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", required=True, type=Path, help="dataset root ([ChallengeData/][MultiCoil/]...)")
+    parser.add_argument(
+        "--no-values", action="store_true", help="check files, shapes and masks only; do not read k-space slabs"
+    )
+    parser.add_argument("--modalities", nargs="+", metavar="NAME", help="only these modality folders, e.g. Cine")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the problems to this JSON file")
+    parser.add_argument(
+        "--max-slice-problems",
+        type=int,
+        default=20,
+        metavar="N",
+        help="list at most N bad slabs per file, then a summary (default 20; 0 or less: list all)",
+    )
+    parser.add_argument("--progress", action="store_true", help="print each file as it is checked (stderr)")
+    return parser.parse_args(argv)
+
+
+def _write_json(path: Path, root: Path, n_ok: int, problems) -> None:
+    report = {
+        "root": os.path.abspath(root),
+        "files_ok": n_ok,
+        "problems": [dataclasses.asdict(p) for p in problems],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    limit = args.max_slice_problems if args.max_slice_problems > 0 else None
+    try:
+        good, problems = check_dataset(
+            args.root,
+            check_values=not args.no_values,
+            modalities=args.modalities,
+            progress=args.progress,
+            max_slice_problems=limit,
+        )
+    except EmptyDatasetError as err:
+        print(f"check_dataset: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_problems(problems, root=args.root, n_ok=len(good)))
+    if args.json is not None:
+        try:
+            _write_json(args.json, args.root, len(good), problems)
+        except OSError as err:
+            print(f"check_dataset: error: cannot write {args.json}: {err}", file=sys.stderr)
+            return EXIT_USAGE
+    return EXIT_PROBLEMS if problems else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
