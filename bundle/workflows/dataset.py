@@ -84,7 +84,8 @@ class ReconDataset(Dataset):
 
     def _describe(self, index: int, err: CMRDataError) -> str:
         item = self.data[index]
-        return f"{err} (z={item.get('z')}, t={item.get('t')})"
+        message = str(err)
+        return message if "z=" in message else f"{message} (z={item.get('z')}, t={item.get('t')})"
 
     def __getitem__(self, key):
         epoch, index = key if isinstance(key, tuple) else (0, int(key))
@@ -110,8 +111,9 @@ class ReconDataset(Dataset):
                 continue
             sample["skipped"] = "\n".join(skipped)
             return sample
+        shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
         raise CMRDataError(
-            f"no usable item in group {self.data[index].get('group')!r} near index {index}; "
-            f"skipped: {'; '.join(skipped) or 'none'}",
+            f"no usable item in group {self.data[index].get('group')!r} near index {index} "
+            f"after {len(skipped)} bad item(s): {shown or 'none'}",
             path=self.data[index].get("file"),
         )

@@ -1,0 +1,358 @@
+"""Synthetic CMRxRecon2024 dataset in the official ``ChallengeData/MultiCoil`` layout and file format.
+
+Real challenge data cannot be redistributed, so the demo training, the tests and the documentation run on
+this stand-in. It has the official folders, file names, variable names, MATLAB v7.3 format, axis orders,
+frame counts, several matrix sizes per series (so shape grouping is exercised), patients without Aorta
+files, and the unseen contrasts (Flow2d, BlackBlood) only in the ValidationSet. Images come from
+:mod:`bundle.data.phantom`; masks from :mod:`bundle.transforms.masks`.
+
+Layout written under ``root/ChallengeData/MultiCoil`` (data.md section 1)::
+
+    <Modality>/TrainingSet/FullSample/Pxxx/<stem>.mat                               kspace_full
+    <Modality>/TrainingSet/Mask_Task1/Pxxx/<stem>_mask_Uniform{4,8,10}.mat           mask (ny, nx)
+    <Modality>/TrainingSet/Mask_Task2/Pxxx/<stem>_mask_kt<Pattern><R>.mat            mask (nt, ny, nx)
+    <Modality>/ValidationSet/UnderSample_Task1/Pxxx/<stem>_kus_Uniform{4,8,10}.mat   kus
+    <Modality>/ValidationSet/Mask_Task1/Pxxx/<stem>_mask_Uniform{4,8,10}.mat
+    <Modality>/ValidationSet/UnderSample_Task2/Pxxx/<stem>_kus_kt<Pattern><R>.mat    (see VAL_TASK2_STEMS)
+    <Modality>/ValidationSet/Mask_Task2/Pxxx/<stem>_mask_kt<Pattern><R>.mat
+
+Patients are numbered from P001 in each split. Every array is a deterministic function of
+``(seed, split, patient, series)``, so the same seed gives identical arrays whatever else changes.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..mri import rhu
+from ..transforms.masks import make_mask
+from .matio import write_mat
+from .phantom import random_anatomy, synthesize_kspace
+
+__all__ = [
+    "SIZES",
+    "SERIES",
+    "SizePreset",
+    "SeriesSpec",
+    "resolve_size",
+    "series_shape",
+    "series_kspace",
+    "make_demo_dataset",
+]
+
+NUM_COILS = 10
+TASK1_RATES = (4, 8, 10)
+TASK2_PATTERNS = ("ktUniform", "ktGaussian", "ktRadial")
+TASK2_RATES = (4, 8, 12, 16, 20, 24)
+#: Series of the first validation patient that also get Task 2 files: one with even and one with odd nt. Only
+#: these, because a kus file is as large as the full k-space and the 'small' tree must stay small.
+VAL_TASK2_STEMS = ("cine_lax", "T1map")
+MARKER = "DEMO_DATASET.txt"
+_MIN_NY = 24  # 16 ACS lines plus a few undersampled lines on each side
+_MIN_NX = 32
+
+
+@dataclass(frozen=True)
+class SeriesSpec:
+    """One series type: modality folder, frames, real ``(nx, ny)`` variants and the real nz range."""
+
+    modality: str
+    nt: int
+    shapes: tuple[tuple[int, int], ...]
+    nz_range: tuple[int, int]
+    training: bool = True  # False: unseen contrast, ValidationSet Task 1 only
+
+
+# Real shapes from data.md section 3 (post-swap nx, ny). Flow2d and BlackBlood sizes are unknown there;
+# the values below are plausible guesses that differ from every other series on purpose.
+SERIES: dict[str, SeriesSpec] = {
+    "cine_sax": SeriesSpec("Cine", 12, ((512, 246), (512, 204), (512, 162)), (9, 11)),
+    "cine_lax": SeriesSpec("Cine", 12, ((448, 204), (448, 168)), (3, 3)),
+    "cine_lvot": SeriesSpec("Cine", 12, ((416, 168),), (1, 1)),
+    "aorta_sag": SeriesSpec("Aorta", 12, ((416, 168),), (6, 10)),
+    "aorta_tra": SeriesSpec("Aorta", 12, ((416, 168),), (8, 10)),
+    "T1map": SeriesSpec("Mapping", 9, ((512, 144),), (5, 7)),
+    "T2map": SeriesSpec("Mapping", 3, ((384, 116),), (5, 7)),
+    "tagging": SeriesSpec("Tagging", 12, ((448, 180),), (7, 11)),
+    "flow2d": SeriesSpec("Flow2d", 10, ((448, 156),), (1, 2), training=False),
+    "blackblood": SeriesSpec("BlackBlood", 1, ((512, 220),), (3, 5), training=False),
+}
+
+
+@dataclass(frozen=True)
+class SizePreset:
+    """How big the synthetic dataset is.
+
+    ``scale`` multiplies the real nx and ny, ``nz_scale`` the real number of slices; ``kt_rates`` is how
+    many of the six Task 2 accelerations get a training mask file per pattern and series (all 18 files per
+    series when 6).
+    """
+
+    name: str
+    scale: float
+    nz_scale: float
+    train_patients: int
+    val_patients: int
+    kt_rates: int
+
+
+SIZES: dict[str, SizePreset] = {
+    "tiny": SizePreset("tiny", 0.08, 0.1, 2, 1, 1),  # unit tests only; matrices near the 32 x 24 minimum
+    "small": SizePreset("small", 0.16, 0.15, 6, 2, 1),  # the README's CPU demo
+    "medium": SizePreset("medium", 0.5, 0.5, 4, 1, 2),  # about 4 GB
+    "real": SizePreset("real", 1.0, 1.0, 3, 1, 6),  # about 25 GB; all 18 Task 2 masks per series
+}
+
+
+def resolve_size(size: str | float) -> SizePreset:
+    """A preset by name (``'tiny'``, ``'small'``, ``'medium'``, ``'real'``) or a scale factor in (0, 1]."""
+    if isinstance(size, str) and size.strip().lower() in SIZES:
+        return SIZES[size.strip().lower()]
+    try:
+        scale = float(size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be one of {', '.join(SIZES)} or a scale factor in (0, 1], got {size!r}") from None
+    if not 0.0 < scale <= 1.0 or not math.isfinite(scale):
+        raise ValueError(f"a size scale factor must be in (0, 1], got {size!r}")
+    return SizePreset(f"{scale:g}", scale, scale, 6, 2, 2)
+
+
+def _scaled(n: int, scale: float, minimum: int) -> int:
+    """``n * scale`` rounded to an even number (every known size is even), at least ``minimum``."""
+    return max(minimum, 2 * rhu(n * scale / 2))
+
+
+def series_shape(stem: str, preset: SizePreset) -> list[tuple[int, int]]:
+    """The ``(nx, ny)`` variants of ``stem`` at ``preset``; variants stay distinct (ny falls by >= 2 each)."""
+    shapes = [
+        (_scaled(nx, preset.scale, _MIN_NX), _scaled(ny, preset.scale, _MIN_NY)) for nx, ny in SERIES[stem].shapes
+    ]
+    # Clamping to the minimum can merge variants; push the earlier (larger) ones up instead.
+    for i in range(len(shapes) - 2, -1, -1):
+        nx, ny = shapes[i]
+        shapes[i] = (nx, max(ny, shapes[i + 1][1] + 2))
+    return shapes
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
+
+
+def _split_code(split: str) -> int:
+    return {"TrainingSet": 0, "ValidationSet": 1}[split]
+
+
+def _plan(split: str, patient: int, preset: SizePreset) -> list[str]:
+    """Series present for a patient; a few training patients lack a modality, as in the real data."""
+    stems = [s for s, spec in SERIES.items() if spec.training or split == "ValidationSet"]
+    if split == "TrainingSet":
+        if patient == 1:
+            stems = [s for s in stems if SERIES[s].modality != "Aorta"]
+        if patient == 4:
+            stems = [s for s in stems if SERIES[s].modality != "Tagging"]
+    return stems
+
+
+def _series_dims(stem: str, split: str, patient: int, preset: SizePreset, rng: np.random.Generator):
+    """``(nt, nz, ny, nx)`` of one file. Matrix variants rotate over patients so that each appears."""
+    spec = SERIES[stem]
+    shapes = series_shape(stem, preset)
+    nx, ny = shapes[(patient + (split == "ValidationSet")) % len(shapes)]
+    nz_real = int(rng.integers(spec.nz_range[0], spec.nz_range[1] + 1))
+    nz = max(1, min(nz_real, rhu(nz_real * preset.nz_scale)))
+    nt = spec.nt
+    if stem == "aorta_tra" and split == "TrainingSet" and patient == 2:
+        nt = 10  # one real aorta_tra file has 10 frames
+    return nt, nz, ny, nx
+
+
+def _kt_choices(stem_index: int, patient: int, count: int) -> list[tuple[str, int]]:
+    """``count`` accelerations per kt pattern, rotated over series and patients so all six R appear."""
+    out = []
+    for k, pattern in enumerate(TASK2_PATTERNS):
+        start = (stem_index + patient + 2 * k) % len(TASK2_RATES)
+        rates = [TASK2_RATES[(start + j * len(TASK2_RATES) // count) % len(TASK2_RATES)] for j in range(count)]
+        out.extend((pattern, r) for r in sorted(set(rates)))
+    return out
+
+
+def _h5_mask(pattern: str, rate: int, nt: int, nx: int, ny: int, rng: np.random.Generator) -> np.ndarray:
+    """A mask in file (h5py) order and dtype: Task 1 ``(ny, nx)``, Task 2 ``(nt, ny, nx)``, float64 0/1."""
+    if pattern == "Uniform":
+        return make_mask(pattern, rate, 1, nx, ny)[0].T.astype(np.float64)
+    return make_mask(pattern, rate, nt, nx, ny, rng=rng).transpose(0, 2, 1).astype(np.float64)
+
+
+def _undersample(kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``kspace ⊙ mask`` for k-space ``(nt, nz, nc, ny, nx)`` or 4-D ``(nz, nc, ny, nx)`` (h5py order)."""
+    m = mask.astype(np.float32)
+    if m.ndim == 3:  # (nt, ny, nx): one mask per frame, shared by slices and coils
+        m = m[:, None, None]
+    return kspace * m
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def _patient_index(patient: str) -> int:
+    if not (isinstance(patient, str) and len(patient) == 4 and patient[0] == "P" and patient[1:].isdigit()):
+        raise ValueError(f"patient must be an id like 'P001', got {patient!r}")
+    if int(patient[1:]) < 1:
+        raise ValueError(f"patient ids start at P001, got {patient!r}")
+    return int(patient[1:]) - 1
+
+
+def _series(stem: str, split: str, p: int, preset: SizePreset, seed: int, anatomy=None) -> np.ndarray:
+    """Fully sampled k-space of one file, in file order (5-D; 4-D for BlackBlood)."""
+    code, s = _split_code(split), list(SERIES).index(stem)
+    if anatomy is None:
+        anatomy = random_anatomy(_rng(seed, code, p))
+    series_rng = _rng(seed, code, p, s, 0)
+    nt, nz, ny, nx = _series_dims(stem, split, p, preset, series_rng)
+    kspace = synthesize_kspace(stem, nt, nz, ny, nx, series_rng, nc=NUM_COILS, anatomy=anatomy)
+    return kspace[0] if stem == "blackblood" else kspace  # BlackBlood files have no time axis
+
+
+def series_kspace(
+    stem: str, patient: str, split: str = "TrainingSet", seed: int = 0, size: str | float = "small"
+) -> np.ndarray:
+    """The fully sampled k-space behind one file of the demo tree, exactly as :func:`make_demo_dataset` makes it.
+
+    For a TrainingSet file this is its ``kspace_full``; for a ValidationSet file it is the ground truth the
+    ``kus`` files were undersampled from (the official tree has none), e.g. to score the demo's inference.
+
+    Args:
+        stem: a series name from :data:`SERIES`, e.g. ``'cine_sax'``.
+        patient: ``'P001'``, ``'P002'``, ... (numbered from P001 in each split).
+        split: ``'TrainingSet'`` or ``'ValidationSet'``.
+        seed, size: as given to :func:`make_demo_dataset`.
+
+    Returns:
+        complex64 ``(nt, nz, nc, ny, nx)``, or ``(nz, nc, ny, nx)`` for ``blackblood`` (h5py order).
+    """
+    if stem not in SERIES:
+        raise ValueError(f"unknown series {stem!r}; expected one of {', '.join(SERIES)}")
+    if split not in ("TrainingSet", "ValidationSet"):
+        raise ValueError(f"split must be 'TrainingSet' or 'ValidationSet', got {split!r}")
+    return _series(stem, split, _patient_index(patient), resolve_size(size), _check_seed(seed))
+
+
+def _prepare_root(root: Path, overwrite: bool) -> Path:
+    """Create ``root`` and return ``root/ChallengeData``, refusing to clobber an existing tree."""
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"{root}: dataset root exists and is not a folder")
+    challenge = root / "ChallengeData"
+    if challenge.is_symlink():
+        raise FileExistsError(f"{challenge}: is a symbolic link; refusing to write or delete through it")
+    if challenge.exists() and (not challenge.is_dir() or any(challenge.iterdir())):
+        if not overwrite:
+            raise FileExistsError(
+                f"{challenge} already exists and is not empty; pass overwrite=True (--overwrite) to replace it"
+            )
+        if challenge.is_dir():
+            shutil.rmtree(challenge)
+        else:
+            challenge.unlink()
+    challenge.mkdir(parents=True, exist_ok=True)
+    return challenge
+
+
+def make_demo_dataset(
+    root: str | Path,
+    seed: int = 0,
+    size: str | float = "small",
+    overwrite: bool = False,
+    num_train_patients: int | None = None,
+    num_val_patients: int | None = None,
+) -> Path:
+    """Write a synthetic CMRxRecon2024 tree under ``root`` and return ``root/ChallengeData/MultiCoil``.
+
+    Args:
+        root: output folder; only ``root/ChallengeData`` and ``root/DEMO_DATASET.txt`` are written.
+        seed: non-negative integer; the same seed gives identical arrays.
+        size: ``'small'`` (default; CPU demo, about 250 MB), ``'medium'`` (half the real matrix, about 4 GB),
+            ``'real'`` (real shapes and slice counts, about 25 GB), ``'tiny'`` (unit tests) or a scale factor
+            in (0, 1] (6 training and 2 validation patients).
+        overwrite: replace an existing non-empty ``root/ChallengeData``; without it that is an error.
+        num_train_patients, num_val_patients: override the preset's patient counts. Training patient P002
+            has no Aorta and P005 no Tagging, and matrix variants rotate over patients, so two training
+            patients are needed for two cine_sax and cine_lax matrix sizes.
+
+    Raises:
+        FileExistsError: ``root/ChallengeData`` exists and is not empty, and ``overwrite`` is false.
+        ValueError: a bad ``seed``, ``size`` or patient count.
+    """
+    seed = _check_seed(seed)
+    preset = resolve_size(size)
+    n_train = preset.train_patients if num_train_patients is None else num_train_patients
+    n_val = preset.val_patients if num_val_patients is None else num_val_patients
+    for name, n in (("num_train_patients", n_train), ("num_val_patients", n_val)):
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= 999:
+            raise ValueError(f"{name} must be an integer in [0, 999], got {n!r}")
+    if n_train + n_val == 0:
+        raise ValueError("the dataset needs at least one patient")
+
+    root = Path(root)
+    challenge = _prepare_root(root, overwrite)
+    multicoil = challenge / "MultiCoil"
+    stems = list(SERIES)
+    counts = {"kspace_full": 0, "kus": 0, "mask": 0}
+    for split, n_patients in (("TrainingSet", n_train), ("ValidationSet", n_val)):
+        code = _split_code(split)
+        for p in range(n_patients):
+            pid = f"P{p + 1:03d}"
+            anatomy = random_anatomy(_rng(seed, code, p))
+            for stem in _plan(split, p, preset):
+                s = stems.index(stem)
+                spec = SERIES[stem]
+                mask_rng = _rng(seed, code, p, s, 1)
+                kspace = _series(stem, split, p, preset, seed, anatomy)
+                nt = kspace.shape[0] if kspace.ndim == 5 else 1
+                ny, nx = kspace.shape[-2:]
+                base = multicoil / spec.modality / split
+                if split == "TrainingSet":
+                    write_mat(base / "FullSample" / pid / f"{stem}.mat", kspace_full=kspace)
+                    counts["kspace_full"] += 1
+                    names = [("Uniform", r) for r in TASK1_RATES] + _kt_choices(s, p, preset.kt_rates)
+                    for pattern, rate in names:
+                        task = 1 if pattern == "Uniform" else 2
+                        mask = _h5_mask(pattern, rate, nt, nx, ny, mask_rng)
+                        write_mat(base / f"Mask_Task{task}" / pid / f"{stem}_mask_{pattern}{rate}.mat", mask=mask)
+                        counts["mask"] += 1
+                    continue
+                names = [("Uniform", r) for r in TASK1_RATES]
+                if stem in VAL_TASK2_STEMS and p == 0:
+                    # Task 2: three kus files, one per pattern, each with its own R (as in the official set).
+                    names += [
+                        (pat, TASK2_RATES[(s + 2 * k) % len(TASK2_RATES)]) for k, pat in enumerate(TASK2_PATTERNS)
+                    ]
+                for pattern, rate in names:
+                    task = 1 if pattern == "Uniform" else 2
+                    mask = _h5_mask(pattern, rate, nt, nx, ny, mask_rng)
+                    name = f"{pattern}{rate}.mat"
+                    write_mat(base / f"Mask_Task{task}" / pid / f"{stem}_mask_{name}", mask=mask)
+                    write_mat(
+                        base / f"UnderSample_Task{task}" / pid / f"{stem}_kus_{name}", kus=_undersample(kspace, mask)
+                    )
+                    counts["mask"] += 1
+                    counts["kus"] += 1
+
+    (root / MARKER).write_text(
+        "SYNTHETIC DATA - not CMRxRecon2024. Numerical phantom written by bundle.data.demo.make_demo_dataset\n"
+        "in the official ChallengeData/MultiCoil layout and MATLAB v7.3 format, for demos and tests only.\n"
+        f"seed: {seed}\n"
+        f"size: {preset.name} (scale {preset.scale:g}, nz scale {preset.nz_scale:g})\n"
+        f"training patients: {n_train}\n"
+        f"validation patients: {n_val}\n"
+        f"files: {counts['kspace_full']} kspace_full, {counts['kus']} kus, {counts['mask']} mask\n"
+    )
+    return multicoil
