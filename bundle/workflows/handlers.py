@@ -118,7 +118,8 @@ class StepGuard:
 class TrainingScalars:
     """Puts every weighted loss term and the learning rate into ``engine.state.output["scalars"]``.
 
-    A ``TensorBoardStatsHandler(output_transform=lambda out: out["scalars"])`` then writes one tag per entry.
+    A ``TensorBoardStatsHandler`` whose ``output_transform`` returns that dict then writes one tag per entry
+    (with ``decollate=True`` the output is a list and the dict sits in its first element).
     ``loss`` is the trainer's loss object; it exposes ``last_components`` (see ``bundle.losses.TrainerLoss``).
     """
 
@@ -131,8 +132,9 @@ class TrainingScalars:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        output = engine.state.output
-        scalars = {f"{self.prefix}/loss": float(output["loss"].detach())}
+        # With ``decollate=True`` MONAI turns the output into one dict per sample, the loss replicated in each.
+        output = engine.state.output[0] if isinstance(engine.state.output, list) else engine.state.output
+        scalars = {f"{self.prefix}/loss": float(output["loss"])}
         for name, value in (getattr(self.loss, "last_components", None) or {}).items():
             scalars[f"{self.prefix}/loss_{name}"] = float(value)
         optimizer = self.optimizer if self.optimizer is not None else getattr(engine, "optimizer", None)
@@ -185,9 +187,13 @@ class BadDataReport:
 
     def collect(self, engine: Engine) -> None:
         batch = engine.state.batch
-        if not isinstance(batch, Mapping):
+        if isinstance(batch, Mapping):
+            entries = batch.get("skipped", [])
+        elif isinstance(batch, list):  # decollated: one dict per sample
+            entries = [item.get("skipped", "") for item in batch if isinstance(item, Mapping)]
+        else:
             return
-        for entry in batch.get("skipped", []):
+        for entry in entries:
             for message in str(entry).splitlines():
                 self.record(message)
 

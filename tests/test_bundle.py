@@ -1,0 +1,302 @@
+"""The bundle's workflows in the Model Zoo test pattern: initialize -> check_properties -> run -> finalize.
+
+Tiny demo data and a tiny network; the configs are otherwise the shipped ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from monai.bundle import ConfigWorkflow
+
+from bundle.data import make_demo_dataset
+from bundle.metrics import run4ranking, select_slices
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+META = str(CONFIGS / "metadata.json")
+LOGGING = str(CONFIGS / "logging.conf")
+
+TINY_NET = {
+    "network_def#num_cascades": 1,
+    "network_def#n_feat0": 4,
+    "network_def#feature_dim": [6, 8, 10],
+    "network_def#prompt_dim": [2, 4, 6],
+    "network_def#sens_n_feat0": 4,
+    "network_def#sens_feature_dim": [6, 8, 10],
+    "network_def#sens_prompt_dim": [2, 4, 6],
+    "network_def#prompt_size": [8, 4, 2],
+    "network_def#n_enc_cab": [1, 1, 1],
+    "network_def#n_dec_cab": [1, 1, 1],
+    "network_def#n_bottleneck_cab": 1,
+}
+
+pytestmark = pytest.mark.xdist_group("bundle")
+
+
+def _train_overrides(data_root: Path, out: Path) -> dict:
+    return {
+        "bundle_root": str(REPO),
+        "dataset_dir": str(data_root),
+        "output_dir": str(out / "runs"),
+        "ckpt_dir": str(out / "models"),
+        "epochs": 1,
+        "num_workers": 0,
+        "train_max_items": 12,
+        "val_max_items": 6,
+        "accumulation_steps": 2,
+        **TINY_NET,
+    }
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def _run_workflow(workflow: ConfigWorkflow) -> None:
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    workflow.run()
+    workflow.finalize()
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    make_demo_dataset(root, seed=0, size="tiny")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(demo_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train")
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.yaml"),
+        meta_file=META,
+        logging_file=LOGGING,
+        workflow_type="train",
+        **_train_overrides(demo_root, out),
+    )
+    _run_workflow(workflow)
+    return out
+
+
+def test_train_writes_best_model_checkpoints_and_tensorboard(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert (trained / "models" / "model.pt").is_file()
+    state = torch.load(trained / "models" / "model.pt", weights_only=True)
+    assert any(k.startswith("cascades.0.") for k in state)
+    checkpoints = list((trained / "models" / "checkpoints").glob("checkpoint_e1_i*.pt"))
+    assert len(checkpoints) == 1
+    saved = torch.load(checkpoints[0], weights_only=True)
+    assert {"model", "optimizer", "lr_scheduler", "trainer", "sampler", "rng", "best_model"} <= set(saved)
+    events = EventAccumulator(str(trained / "runs"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for term in ("fidelity", "ssim", "eagle", "vgg", "reg"):
+        assert f"train/loss_{term}" in scalars
+    assert {"train/loss", "train/lr", "val_ssim", "val_psnr", "val_nmse", "val_zf_ssim", "val_zf_psnr"} <= scalars
+    assert {"val/zero_filled", "val/recon", "val/target", "val/error"} <= set(events.Tags()["images"])
+    assert json.loads((trained / "runs" / "split.json").read_text())
+
+
+def test_train_then_evaluate_writes_metric_tables(trained, demo_root, tmp_path):
+    overrides = _train_overrides(demo_root, trained)
+    overrides["output_dir"] = str(tmp_path / "eval")
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")],
+        meta_file=META,
+        logging_file=LOGGING,
+        workflow_type="train",
+        run_id="evaluating",
+        **overrides,
+    )
+    _run_workflow(workflow)
+    tables = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert tables["per_file"] and tables["per_modality"]
+    for key in ("ssim", "psnr", "nmse", "zf_ssim"):
+        assert np.isfinite(tables["overall"][key])
+    assert (tmp_path / "eval" / "metrics_per_file.csv").read_text().startswith("file,modality,images,ssim")
+    assert (tmp_path / "eval" / "metrics_per_modality.csv").is_file()
+
+
+def _inference_workflow(demo_root: Path, model: Path, output: Path, **extra) -> ConfigWorkflow:
+    return ConfigWorkflow(
+        config_file=str(CONFIGS / "inference.yaml"),
+        meta_file=META,
+        logging_file=LOGGING,
+        workflow_type="infer",
+        bundle_root=str(REPO),
+        dataset_dir=str(demo_root),
+        output_dir=str(output),
+        model_path=str(model),
+        modalities=["Mapping", "BlackBlood"],
+        num_workers=0,
+        **TINY_NET,
+        **extra,
+    )
+
+
+def test_inference_writes_submission_nifti_and_preview_and_leaves_inputs_alone(trained, demo_root, tmp_path):
+    before = _snapshot(demo_root)
+    output = tmp_path / "infer"
+    _run_workflow(_inference_workflow(demo_root, trained / "models" / "model.pt", output))
+    assert _snapshot(demo_root) == before  # nothing written into, or over, the dataset
+
+    multicoil = demo_root / "ChallengeData" / "MultiCoil"
+    inputs = sorted(p for p in multicoil.rglob("*_kus_*.mat") if p.parts[-5] in ("Mapping", "BlackBlood"))
+    assert inputs
+    for kus in inputs:
+        relative = kus.relative_to(multicoil)
+        modality, split, task_dir, patient = relative.parts[:4]
+        task = task_dir.replace("UnderSample_", "")
+        sub = output / "submission" / task / modality / split / task / patient / kus.name
+        img = scipy.io.loadmat(sub)["img4ranking"]
+        assert img.dtype == np.float32
+        nifti = nib.load(output / "nifti" / "ChallengeData" / "MultiCoil" / relative.with_suffix(".nii.gz"))
+        data = np.asarray(nifti.dataobj)
+        assert data.dtype == np.float32
+        from bundle.data import MatSliceReader
+
+        with MatSliceReader(kus) as reader:
+            nt, nz, ny, nx = reader.nt, reader.nz, reader.ny, reader.nx
+        if "blackblood" in kus.name:
+            assert data.shape[:3] == (nx, ny, nz)
+            assert img.shape == (round(nx / 3 + 1e-9), ny // 2, len(select_slices(nz)))
+        else:
+            assert data.shape == (nx, ny, nz, nt)
+            assert img.shape[-1] == nt  # mapping keeps every frame
+            expected = run4ranking(data, kus.name, coil_combined=True)
+            np.testing.assert_allclose(img, expected, rtol=1e-6)
+        zooms = nifti.header.get_zooms()
+        assert all(z > 0 for z in zooms)
+        np.testing.assert_allclose(np.diag(nifti.affine)[:3], zooms[:3])
+        assert nifti.header.get_xyzt_units()[0] == "mm"
+        assert (output / "preview" / "ChallengeData" / "MultiCoil" / relative.with_suffix(".png")).is_file()
+
+
+def test_inference_refuses_output_inside_dataset(trained, demo_root):
+    from bundle.errors import UnsafePathError
+
+    workflow = _inference_workflow(demo_root, trained / "models" / "model.pt", demo_root / "outputs")
+    with pytest.raises(Exception) as info:
+        workflow.initialize()
+        workflow.run()
+    chain, err = [], info.value
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    assert any(isinstance(e, UnsafePathError) for e in chain)
+    assert not (demo_root / "outputs").exists()
+
+
+def test_ckpt_export_torchscript_matches_eager(trained, tmp_path):
+    ts_path = tmp_path / "model.ts"
+    args = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(ts_path),
+        "--ckpt_file",
+        str(trained / "models" / "model.pt"),
+        "--meta_file",
+        META,
+        "--config_file",
+        str(CONFIGS / "inference.yaml"),
+        "--bundle_root",
+        str(REPO),
+    ]
+    for key, value in TINY_NET.items():
+        args += [f"--{key}", json.dumps(value)]
+    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scripted = torch.jit.load(str(ts_path))
+
+    from bundle.networks import PromptMR
+
+    kwargs = {k.split("#")[1]: v for k, v in TINY_NET.items()}
+    eager = PromptMR(num_low_frequencies=16, **kwargs)
+    eager.load_state_dict(torch.load(trained / "models" / "model.pt", weights_only=True))
+    eager.eval()
+    generator = torch.Generator().manual_seed(0)
+    kspace = torch.randn(1, 5 * 3, 40, 28, dtype=torch.complex64, generator=generator)
+    mask = torch.zeros(1, 1, 1, 28)
+    mask[..., ::4] = 1
+    mask[..., 6:22] = 1
+    with torch.no_grad():
+        expected = eager(kspace * mask[..., None, :].squeeze(-2), mask)
+        got = scripted(kspace * mask[..., None, :].squeeze(-2), mask)
+    torch.testing.assert_close(got[0], expected[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[1], expected[1], atol=1e-5, rtol=1e-5)
+
+
+def _cli_overrides(demo_root: Path, out: Path) -> list[str]:
+    args = []
+    for key, value in _train_overrides(demo_root, out).items():
+        args += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
+    return args
+
+
+def test_multi_gpu_overlay_runs_two_processes_on_cpu(demo_root, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        str([str(CONFIGS / "train.yaml"), str(CONFIGS / "multi_gpu_train.yaml")]),
+        "--meta_file",
+        META,
+        "--logging_file",
+        LOGGING,
+        *_cli_overrides(demo_root, tmp_path),
+    ]
+    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=420)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (tmp_path / "models" / "model.pt").is_file()
+    assert len(list((tmp_path / "models" / "checkpoints").glob("checkpoint_e1_*.pt"))) == 1
+    # Only rank 0 writes TensorBoard events.
+    assert len(list((tmp_path / "runs").glob("events.out.tfevents.*"))) >= 1
+    assert "Epoch[1] Complete" in result.stdout + result.stderr
+
+
+def test_mlflow_tracking(demo_root, tmp_path):
+    overrides = _train_overrides(demo_root, tmp_path)
+    overrides["train_max_items"] = 4
+    overrides["val_max_items"] = 2
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.yaml"),
+        meta_file=META,
+        logging_file=LOGGING,
+        workflow_type="train",
+        tracking="mlflow",
+        **overrides,
+    )
+    _run_workflow(workflow)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("hypercmr")
+    runs = client.search_runs([experiment.experiment_id])
+    metrics = set().union(*(run.data.metrics for run in runs))
+    assert "train_loss" in metrics and "val_ssim" in metrics
