@@ -92,3 +92,16 @@ def test_invalid_arguments_are_rejected():
         ShapeGroupBatchSampler([])
     with pytest.raises(ValueError, match="rank"):
         ShapeGroupBatchSampler(GROUPS, num_replicas=2, rank=2)
+
+
+def test_epoch_fraction_uses_a_different_subset_each_epoch():
+    full = ShapeGroupBatchSampler(GROUPS, batch_size=1, seed=2)
+    half = ShapeGroupBatchSampler(GROUPS, batch_size=1, seed=2, epoch_fraction=0.5)
+    assert len(half) == sum(max(1, round(GROUPS.count(g) * 0.5)) for g in set(GROUPS)) < len(full)
+    half.set_epoch(0)
+    first = set(_flatten(list(half)))
+    half.set_epoch(1)
+    second = set(_flatten(list(half)))
+    assert len(first) == len(half) and first != second
+    with pytest.raises(ValueError, match="epoch_fraction"):
+        ShapeGroupBatchSampler(GROUPS, epoch_fraction=0.0)

@@ -83,6 +83,8 @@ class ShapeGroupBatchSampler(Sampler[list[tuple[int, int]]]):
         shuffle: shuffle items inside each group (and, with ``"shuffle"``, the batch order) every epoch.
         drop_last: drop each group's last incomplete batch.
         seed: base seed; the order of epoch ``e`` depends only on ``(seed, e)``.
+        epoch_fraction: use only this fraction of every group's batches per epoch, a different seeded subset each
+            epoch (HyperCMR's Task 2 trains on half the data per epoch); 1.0 uses everything.
         num_replicas, rank: DDP world size and rank; taken from ``torch.distributed`` when initialised.
     """
 
@@ -95,12 +97,15 @@ class ShapeGroupBatchSampler(Sampler[list[tuple[int, int]]]):
         shuffle: bool = True,
         drop_last: bool = False,
         seed: int = 0,
+        epoch_fraction: float = 1.0,
         num_replicas: int | None = None,
         rank: int | None = None,
     ):
         keys = [g["group"] if isinstance(g, Mapping) else str(g) for g in groups]
         if not keys:
             raise ValueError("ShapeGroupBatchSampler needs at least one item")
+        if not 0.0 < float(epoch_fraction) <= 1.0:
+            raise ValueError(f"epoch_fraction must be in (0, 1], got {epoch_fraction}")
         if group_order not in ("paper", "shuffle"):
             raise ValueError(f"group_order must be 'paper' or 'shuffle', got {group_order!r}")
         if num_replicas is None:
@@ -116,6 +121,7 @@ class ShapeGroupBatchSampler(Sampler[list[tuple[int, int]]]):
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = int(seed)
+        self.epoch_fraction = float(epoch_fraction)
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
@@ -155,6 +161,9 @@ class ShapeGroupBatchSampler(Sampler[list[tuple[int, int]]]):
         for name, batches in per_group.items():
             if not batches:
                 continue
+            if self.epoch_fraction < 1.0:
+                keep = max(1, round(len(batches) * self.epoch_fraction))
+                batches = [batches[i] for i in sorted(rng.permutation(len(batches))[:keep])]
             # Pad by repetition so every rank gets the same number of batches from every group.
             padded = batches + batches[: (-len(batches)) % self.num_replicas]
             while len(padded) % self.num_replicas:
