@@ -1,6 +1,6 @@
 """Core MRI maths shared by the data pipeline, the networks, the losses and the metrics.
 
-Conventions (see ``docs/conventions.md``):
+Conventions (also in ``docs/README.md``):
 
 * k-space and coil images are complex tensors whose last two axes are ``(nx, ny)``: readout, then
   phase encode. ``ny`` is the undersampled axis.
