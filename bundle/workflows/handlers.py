@@ -185,6 +185,11 @@ class BadDataReport:
             self._seen.add(message)
             self.skipped[message.split(": ", 1)[0]] += 1
 
+    def record_error(self, err: BaseException) -> None:
+        """Record a file rejected before the run (e.g. by a tolerant dataset scan) and log it."""
+        logger.warning("skipping bad file: %s", err)
+        self.record(str(err))
+
     def collect(self, engine: Engine) -> None:
         batch = engine.state.batch
         if isinstance(batch, Mapping):
