@@ -174,3 +174,43 @@ def test_checkpoint_saver_keeps_newest_and_resume_loads_it(tmp_path):
     fresh = torch.nn.Linear(2, 2)
     ResumeFromCheckpoint(str(tmp_path), {"model": fresh})(Engine(lambda e, b: None))
     assert torch.all(fresh.weight == 12)
+
+
+def _trainer(losses, max_bad_steps, accumulation_steps=1):
+    from monai.engines import SupervisedTrainer
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    data = [{"image": torch.ones(1, 2), "label": torch.zeros(1, 1), "file": ["f.mat"]} for _ in losses]
+    calls = iter(losses)
+
+    def loss_fn(pred, label):
+        return (pred - label).square().mean() * next(calls)
+
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=data,
+        network=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        loss_function=loss_fn,
+        train_handlers=[StepGuard(clip_norm=None, max_bad_steps=max_bad_steps)],
+        accumulation_steps=accumulation_steps,
+        decollate=False,
+    )
+    return trainer, model
+
+
+def test_guard_in_a_monai_trainer_skips_exactly_the_bad_step():
+    trainer, model = _trainer([1.0, float("nan"), 1.0], max_bad_steps=3)
+    reference, ref_model = _trainer([1.0, 0.0, 1.0], max_bad_steps=3)  # a zero loss leaves SGD weights unchanged
+    trainer.run()
+    reference.run()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), ref_model.parameters()))
+
+
+def test_guard_in_a_monai_trainer_stops_after_consecutive_bad_steps():
+    trainer, _ = _trainer([1.0, float("nan"), float("inf"), 1.0], max_bad_steps=2)
+    with pytest.raises(NonFiniteLossError, match="2 consecutive"):
+        trainer.run()
