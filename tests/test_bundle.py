@@ -16,29 +16,16 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from conftest import REPO, TINY_NET
 from monai.bundle import ConfigWorkflow
 
 from bundle.data import make_demo_dataset
 from bundle.metrics import run4ranking, select_slices
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 META = str(CONFIGS / "metadata.json")
 LOGGING = str(CONFIGS / "logging.conf")
 
-TINY_NET = {
-    "network_def#num_cascades": 1,
-    "network_def#n_feat0": 4,
-    "network_def#feature_dim": [6, 8, 10],
-    "network_def#prompt_dim": [2, 4, 6],
-    "network_def#sens_n_feat0": 4,
-    "network_def#sens_feature_dim": [6, 8, 10],
-    "network_def#sens_prompt_dim": [2, 4, 6],
-    "network_def#prompt_size": [8, 4, 2],
-    "network_def#n_enc_cab": [1, 1, 1],
-    "network_def#n_dec_cab": [1, 1, 1],
-    "network_def#n_bottleneck_cab": 1,
-}
 
 pytestmark = pytest.mark.xdist_group("bundle")
 
