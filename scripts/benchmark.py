@@ -9,7 +9,7 @@ Usage::
 Sizes are ``HxW`` in model orientation: H = readout ``nx``, W = phase encode ``ny`` (the undersampled axis), so
 the CMRxRecon2024 cine SAX matrix is ``512x246`` (stored on disk as ``(nt, nz, nc, ny=246, nx=512)``).
 
-Sections (``--sections``, default ``train,infer,data,loss,flops``; ``ckpt`` is opt-in):
+Sections (``--sections``, default ``train,infer,data,loss,flops``; ``ckpt`` and ``ab`` are opt-in):
 
 * ``train``: one optimisation step (forward, HyperCMRLoss with the VGG term off, backward, AdamW step): median
   time, slices/s, per-phase times and peak memory (CUDA ``max_memory_allocated``; on CPU the peak RSS sampled
@@ -25,7 +25,12 @@ Sections (``--sections``, default ``train,infer,data,loss,flops``; ``ckpt`` is o
   backward with the loss; convolutions and matmuls only, FFTs and element-wise ops are not counted) and the
   achieved FLOP/s of the timed train and infer sections;
 * ``ckpt``: the training step with and without ``use_checkpoint``, each in its own subprocess (so that the
-  peak memories are not mixed), and the memory and time ratios.
+  peak memories are not mixed), and the memory and time ratios;
+* ``ab``: before/after of the hot-spot fixes (channels-last U-Nets, checkerboard centred FFT) interleaved in one
+  process, and of ``--malloc-tuning`` in alternating subprocesses (``docs/benchmarks.md``).
+
+``--malloc-tuning`` makes glibc keep freed memory (``mallopt``): on CPU, at real image sizes, page faults of
+freshly ``mmap``-ed activations otherwise take up to half of a training step.
 
 ``--subprocess`` runs every (section, size) in a fresh interpreter: a process killed for memory (by the kernel,
 or by the ``--mem-limit-gb`` watchdog, which exits with code 99 before the machine runs out) becomes a result
@@ -64,9 +69,9 @@ from bundle.mri import ifft2c, rss  # noqa: E402
 from bundle.networks import PromptMR  # noqa: E402
 
 SECTIONS = ("train", "infer", "data", "loss", "flops")
-EXTRA_SECTIONS = ("ckpt",)
+EXTRA_SECTIONS = ("ckpt", "ab")
 # In-process order: the data section forks DataLoader workers, so it runs last.
-RUN_ORDER = ("train", "loss", "infer", "flops", "ckpt", "data")
+RUN_ORDER = ("train", "loss", "infer", "flops", "ckpt", "ab", "data")
 MEMORY_LIMIT_EXIT = 99
 GB = 1024**3
 
@@ -139,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-files", type=int, default=2, help="generated .mat files (one patient each)")
     p.add_argument("--data-nz", type=parse_int_list, default=[2, 3], help="slices per file, cycled over files")
     p.add_argument("--data-batches", type=int, default=24, help="batches timed per worker count (after the first)")
+    p.add_argument(
+        "--malloc-tuning",
+        action="store_true",
+        help="glibc mallopt: keep freed memory instead of returning it to the OS (avoids page-fault storms)",
+    )
+    p.add_argument("--ab-rounds", type=int, default=3, help="interleaved rounds per variant in the ab section")
     p.add_argument("--child-out", type=Path, default=None, help=argparse.SUPPRESS)
     return p
 
@@ -211,6 +222,26 @@ def sync(device: torch.device) -> None:
 def ru_maxrss_gb() -> float:
     """Peak RSS of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def apply_malloc_tuning() -> bool:
+    """Make glibc keep freed memory in the heap instead of unmapping it (``mallopt``), as
+    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` would.
+
+    PyTorch's CPU allocator has no cache: every activation above glibc's mmap threshold (at most 32 MB) is a
+    fresh ``mmap`` whose pages are faulted in and zeroed by the kernel, and freed with ``munmap``, once per
+    tensor per step. Returns False where ``mallopt`` is unavailable (not glibc).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        big = 2**31 - 1  # mallopt takes an int
+        return bool(libc.mallopt(m_mmap_threshold, big)) and bool(libc.mallopt(m_trim_threshold, big))
+    except (OSError, AttributeError):
+        return False
 
 
 class RSSMonitor:
@@ -533,6 +564,132 @@ def section_flops(args: argparse.Namespace, size: tuple[int, int], device: torch
     }
 
 
+# ----- hot-spot A/B
+
+
+def _shift_fft2(x: torch.Tensor, inverse: bool) -> torch.Tensor:
+    """The centred FFT as it was before the checkerboard fix: ``fftshift(F(ifftshift(x)))`` (the reference)."""
+    y = torch.fft.ifftshift(x, dim=(-2, -1))
+    y = torch.fft.ifft2(y, norm="ortho") if inverse else torch.fft.fft2(y, norm="ortho")
+    return torch.fft.fftshift(y, dim=(-2, -1))
+
+
+@contextlib.contextmanager
+def hotspot_fixes(fft: bool = True, channels_last: bool = True):
+    """Switch the in-code hot-spot fixes off (restoring the previous implementations) for an A/B comparison."""
+    import bundle.mri as mri
+    from bundle.networks import promptunet
+
+    saved = mri._centred_fft2, promptunet.Conv2d.forward, promptunet.PromptUnet.forward
+    if not fft:
+        mri._centred_fft2 = _shift_fft2
+    if not channels_last:
+        promptunet.Conv2d.forward = torch.nn.Conv2d.forward
+        promptunet.PromptUnet.forward = promptunet.PromptUnet._forward
+    try:
+        yield
+    finally:
+        mri._centred_fft2, promptunet.Conv2d.forward, promptunet.PromptUnet.forward = saved
+
+
+AB_VARIANTS = {
+    "before": dict(fft=False, channels_last=False),
+    "checkerboard_fft": dict(fft=True, channels_last=False),
+    "channels_last": dict(fft=False, channels_last=True),
+    "after": dict(fft=True, channels_last=True),
+}
+
+
+def section_ab(args: argparse.Namespace, size: tuple[int, int], device: torch.device) -> dict:
+    """Training step with each in-code fix on/off, interleaved round-robin in one process, plus the allocator
+    setting back to back in subprocesses. CPU time is reported next to wall time: on a shared machine it is
+    much less sensitive to other load (with ``--threads 1``)."""
+    bench = Bench(args, size, device)
+    bench.net.train()
+    outputs = {}
+    for name, flags in AB_VARIANTS.items():  # all before the first optimiser step changes the weights
+        with hotspot_fixes(**flags), torch.no_grad():
+            outputs[name] = bench.net(bench.batch["kspace_masked"], bench.batch["mask"])
+    for flags in AB_VARIANTS.values():
+        with hotspot_fixes(**flags):
+            for _ in range(max(args.warmup, 1)):
+                bench.train_step()
+    ref_image, ref_kspace = outputs["before"]
+    wall: dict[str, list[float]] = {n: [] for n in AB_VARIANTS}
+    cpu: dict[str, list[float]] = {n: [] for n in AB_VARIANTS}
+    for _ in range(args.ab_rounds):
+        for name, flags in AB_VARIANTS.items():
+            with hotspot_fixes(**flags):
+                c0, t0 = time.process_time(), time.perf_counter()
+                bench.train_step()
+                sync(device)
+                cpu[name].append(time.process_time() - c0)
+                wall[name].append(time.perf_counter() - t0)
+    out: dict = {"rounds": args.ab_rounds, "variants": {}}
+    for name in AB_VARIANTS:
+        image, kspace = outputs[name]
+        out["variants"][name] = {
+            "wall_s": median(wall[name]),
+            "cpu_s": median(cpu[name]),
+            "speedup_wall": median(wall["before"]) / median(wall[name]),
+            "speedup_cpu": median(cpu["before"]) / median(cpu[name]),
+            "max_rel_diff_image": float((image - ref_image).abs().max() / ref_image.abs().max()),
+            "max_rel_diff_kspace": float((kspace - ref_kspace).abs().max() / ref_kspace.abs().max()),
+            "wall_times_s": wall[name],
+            "cpu_times_s": cpu[name],
+        }
+    del bench
+    out["fft_ops"] = ab_fft_ops(args, size, device)
+    if args.device == "cpu" and not args.malloc_tuning:
+        out["malloc_tuning"] = ab_malloc(args, size)
+    return out
+
+
+def ab_fft_ops(args: argparse.Namespace, size: tuple[int, int], device: torch.device) -> dict:
+    """Shift vs checkerboard centred FFT on what one cascade does with it: ``R_S`` then ``E_S``, forward and
+    backward, on ``(B, F, C, H, W)`` k-space, interleaved. Cheap at any size, unlike whole training steps."""
+    from bundle.networks.promptmr import sens_expand, sens_reduce
+
+    b, f, c, (h, w) = args.batch, args.frames, args.coils, size
+    gen = torch.Generator().manual_seed(0)
+    k = torch.randn(b, f, c, h, w, dtype=torch.complex64, generator=gen).to(device).requires_grad_(True)
+    sens = torch.randn(b, f, c, h, w, dtype=torch.complex64, generator=gen).to(device)
+
+    def ops() -> None:
+        k.grad = None
+        y = sens_expand(sens_reduce(k, sens), sens)
+        torch.view_as_real(y).sum().backward()
+
+    times: dict[str, list[float]] = {"shift": [], "checkerboard": []}
+    for _ in range(max(args.ab_rounds, 5)):
+        for name in times:
+            with hotspot_fixes(fft=name == "checkerboard"):
+                times[name] += timed(ops, 1, 1, device)
+    shift, board = median(times["shift"]), median(times["checkerboard"])
+    return {"shift_s": shift, "checkerboard_s": board, "speedup": shift / board}
+
+
+def ab_malloc(args: argparse.Namespace, size: tuple[int, int]) -> dict:
+    """``--malloc-tuning`` off/on, alternating training-step subprocesses (a process cannot undo ``mallopt``)."""
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    for _ in range(max(1, args.ab_rounds // 2)):
+        for label in ("off", "on"):
+            runs[label].append(run_child(args, "train", size, malloc_tuning=label == "on"))
+    ok = {k: [r for r in v if r.get("status") == "ok"] for k, v in runs.items()}
+    out: dict = {"runs": {k: [r.get("step_s") for r in v] for k, v in runs.items()}}
+    if ok["off"] and ok["on"]:
+        off = median([r["step_s"] for r in ok["off"]])
+        on = median([r["step_s"] for r in ok["on"]])
+        out.update(
+            step_s_off=off,
+            step_s_on=on,
+            speedup=off / on,
+            ru_maxrss_gb_off=max(r["ru_maxrss_gb"] for r in ok["off"]),
+            ru_maxrss_gb_on=max(r["ru_maxrss_gb"] for r in ok["on"]),
+        )
+    return out
+
+
 # ----- data pipeline
 
 
@@ -666,7 +823,9 @@ def section_ckpt(args: argparse.Namespace, size: tuple[int, int]) -> dict:
 # --------------------------------------------------------------------------------------------------- subprocesses
 
 
-def child_argv(args: argparse.Namespace, section: str, size: tuple[int, int], checkpointing: bool) -> list[str]:
+def child_argv(
+    args: argparse.Namespace, section: str, size: tuple[int, int], checkpointing: bool, malloc_tuning: bool
+) -> list[str]:
     """Command line re-running one (section, size) of ``args`` in a fresh interpreter."""
     argv = [sys.executable, str(Path(__file__).resolve()), "--sections", section, "--size", f"{size[0]}x{size[1]}"]
     argv += ["--device", args.device, "--coils", str(args.coils), "--frames", str(args.frames)]
@@ -675,7 +834,8 @@ def child_argv(args: argparse.Namespace, section: str, size: tuple[int, int], ch
     argv += ["--case-direct-max-s", str(args.case_direct_max_s), "--data-batches", str(args.data_batches)]
     argv += ["--data-workers", ",".join(map(str, args.data_workers)), "--data-files", str(args.data_files)]
     argv += ["--data-nz", ",".join(map(str, args.data_nz))]
-    for flag, on in (("--compile", args.compile), ("--checkpointing", checkpointing), ("--tiny", args.tiny)):
+    flags = [("--compile", args.compile), ("--checkpointing", checkpointing), ("--tiny", args.tiny)]
+    for flag, on in flags + [("--malloc-tuning", malloc_tuning)]:
         if on:
             argv.append(flag)
     for flag, value in (("--sens-chunk", args.sens_chunk), ("--threads", args.threads)):
@@ -686,12 +846,19 @@ def child_argv(args: argparse.Namespace, section: str, size: tuple[int, int], ch
     return argv
 
 
-def run_child(args: argparse.Namespace, section: str, size: tuple[int, int], checkpointing: bool | None = None) -> dict:
+def run_child(
+    args: argparse.Namespace,
+    section: str,
+    size: tuple[int, int],
+    checkpointing: bool | None = None,
+    malloc_tuning: bool | None = None,
+) -> dict:
     """Run one section in a subprocess; a crash, kill, watchdog exit or timeout becomes the result."""
     checkpointing = args.checkpointing if checkpointing is None else checkpointing
+    malloc_tuning = args.malloc_tuning if malloc_tuning is None else malloc_tuning
     with tempfile.TemporaryDirectory(prefix="hypercmr_bench_child_") as tmp:
         out_path = Path(tmp) / "result.json"
-        argv = child_argv(args, section, size, checkpointing) + ["--child-out", str(out_path)]
+        argv = child_argv(args, section, size, checkpointing, malloc_tuning) + ["--child-out", str(out_path)]
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout)
@@ -738,6 +905,8 @@ def run_in_process(args: argparse.Namespace, section: str, size: tuple[int, int]
         return section_data(args, size, device)
     if section == "ckpt":
         return section_ckpt(args, size)
+    if section == "ab":
+        return section_ab(args, size, device)
     if section in ("loss", "flops"):
         return (section_loss if section == "loss" else section_flops)(args, size, device)
     return (section_train if section == "train" else section_infer)(bench)
@@ -750,7 +919,7 @@ def run_all(args: argparse.Namespace) -> dict[str, list[dict]]:
         bench = None
         for section in results:
             t0 = time.perf_counter()
-            if args.subprocess and section not in ("ckpt",):
+            if args.subprocess and section not in ("ckpt", "ab"):
                 result = run_child(args, section, size)
             else:
                 try:
@@ -882,6 +1051,36 @@ def print_tables(results: dict[str, list[dict]], summary: list[dict]) -> None:
             if "off" in r
         ],
     )
+    table(
+        "Hot-spot A/B (train step, variants interleaved in one process)",
+        ["size", "variant", "wall s", "cpu s", "speedup wall", "speedup cpu", "max rel diff image"],
+        [
+            [r["size"], name, v["wall_s"], v["cpu_s"], v["speedup_wall"], v["speedup_cpu"], v["max_rel_diff_image"]]
+            for r in results.get("ab", [])
+            if ok(r)
+            for name, v in r["variants"].items()
+        ],
+    )
+    table(
+        "Centred FFT A/B (R_S then E_S, forward + backward, one cascade's worth)",
+        ["size", "shift s", "checkerboard s", "speedup"],
+        [
+            [r["size"], r["fft_ops"]["shift_s"], r["fft_ops"]["checkerboard_s"], r["fft_ops"]["speedup"]]
+            for r in results.get("ab", [])
+            if ok(r)
+        ],
+    )
+    table(
+        "Allocator A/B (--malloc-tuning off/on, alternating subprocesses)",
+        ["size", "off s", "on s", "speedup", "off ru_maxrss GB", "on ru_maxrss GB"],
+        [
+            [r["size"]]
+            + [r["malloc_tuning"].get(k) for k in ("step_s_off", "step_s_on", "speedup")]
+            + [r["malloc_tuning"].get(k) for k in ("ru_maxrss_gb_off", "ru_maxrss_gb_on")]
+            for r in results.get("ab", [])
+            if ok(r) and "malloc_tuning" in r
+        ],
+    )
     keys = ["pipeline_over_train", "loss_share", "train_flop_per_s", "infer_flop_per_s", "train_peak_mem_gb"]
     keys += ["ckpt_memory_ratio", "ckpt_time_overhead"]
     table(
@@ -893,6 +1092,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    malloc_tuned = apply_malloc_tuning() if args.malloc_tuning else False
     device = torch.device(args.device)
     t0 = time.perf_counter()
     monitor = None
@@ -901,6 +1101,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         monitor = RSSMonitor(interval=0.02, limit_gb=args.mem_limit_gb).__enter__()
     report = {"machine": machine_info(device), "args": {k: v for k, v in vars(args).items() if k != "child_out"}}
     report["args"]["sizes"] = [f"{h}x{w}" for h, w in args.sizes]
+    report["machine"]["malloc_tuning_applied"] = malloc_tuned
     for key in ("json", "size"):
         report["args"].pop(key, None)
     results = run_all(args)

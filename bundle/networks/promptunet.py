@@ -8,6 +8,11 @@ Blocks, default sizes and quirks follow ``model.md`` §1 of the project spec:
   (a default argument evaluated once) and is what makes the parameter counts match exactly;
 * prompts are registered parameters that are frozen by default (``learnable_prompt=False``).
 
+Memory layout: on CPU the U-Net runs in channels-last (NHWC). oneDNN's NCHW convolutions are slower, above all
+on the SensNet's 50-image batches, which made the layout the largest avoidable cost in the model code of a CPU
+training step (``docs/benchmarks.md``: 1.2-1.4x per step at 64x128). Only the layout changes, so results agree
+with NCHW to float rounding; on CUDA the layout is left as it comes (not measured here).
+
 Module names mirror the reference state-dict keys (``model.md`` §1.5) so reference checkpoints can be imported.
 """
 
@@ -21,12 +26,38 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CALayer", "CAB", "DownBlock", "UpBlock", "SkipBlock", "PromptBlock", "PromptUnet", "NormPromptUnet"]
+__all__ = [
+    "Conv2d",
+    "CALayer",
+    "CAB",
+    "DownBlock",
+    "UpBlock",
+    "SkipBlock",
+    "PromptBlock",
+    "PromptUnet",
+    "NormPromptUnet",
+]
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` that, on CPU, hands oneDNN its weight in channels-last layout.
+
+    An NCHW weight makes oneDNN pick a plain-layout kernel for inputs whose layout is ambiguous (``(B, C, 1, 1)``
+    in channel attention), whose NCHW output then flips the rest of the block back to NCHW. Converting the
+    weight (a few KB) keeps every convolution channels-last; the gradient flows back through the copy, so the
+    parameter itself, the state dict and the optimiser state keep their usual layout.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.weight
+        if x.device.type == "cpu":
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        return self._conv_forward(x, weight, self.bias)
 
 
 def conv(in_chans: int, out_chans: int, kernel_size: int, bias: bool = False) -> nn.Conv2d:
     """Stride-1 'same' convolution."""
-    return nn.Conv2d(in_chans, out_chans, kernel_size, padding=kernel_size // 2, bias=bias)
+    return Conv2d(in_chans, out_chans, kernel_size, padding=kernel_size // 2, bias=bias)
 
 
 class CALayer(nn.Module):
@@ -37,9 +68,9 @@ class CALayer(nn.Module):
         if channels // reduction < 1:
             raise ValueError(f"CALayer needs channels >= reduction, got {channels} and {reduction}")
         self.conv_du = nn.Sequential(
-            nn.Conv2d(channels, channels // reduction, 1, bias=bias),
+            Conv2d(channels, channels // reduction, 1, bias=bias),
             nn.ReLU(),
-            nn.Conv2d(channels // reduction, channels, 1, bias=bias),
+            Conv2d(channels // reduction, channels, 1, bias=bias),
             nn.Sigmoid(),
         )
 
@@ -109,7 +140,7 @@ class DownBlock(nn.Module):
         super().__init__()
         act = act if act is not None else nn.PReLU()
         self.encoder = _cabs(n_cab, in_chans, kernel_size, reduction, bias, act, no_use_ca, first_act)
-        self.down = nn.Conv2d(in_chans, out_chans, 3, stride=2, padding=1, bias=True)
+        self.down = Conv2d(in_chans, out_chans, 3, stride=2, padding=1, bias=True)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         enc = self.encoder(x)
@@ -268,6 +299,12 @@ class PromptUnet(nn.Module):
         self.conv_last = conv(d0, out_chans, 5, bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(B, in_chans, H, W)`` -> contiguous ``(B, out_chans, H, W)``; channels-last inside on CPU."""
+        if x.device.type == "cpu":
+            return self._forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         x = self.feat_extract(x)
         x, enc1 = self.enc_level1(x)
         x, enc2 = self.enc_level2(x)
