@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from bundle.data.index import series_type
 from bundle.mri import centered_bounds, rhu, roi_size
 
 __all__ = [
@@ -25,20 +26,6 @@ __all__ = [
 ]
 
 METRICS = ("ssim", "psnr", "nmse")
-
-
-def series_type(name: str | os.PathLike) -> str:
-    """``"blackblood"``, ``"mapping"`` or ``"cine"`` (cine-like: cine, aorta, tagging, flow2d) from a file name.
-
-    Only the base name is inspected (``data.md`` §1): it contains ``blackblood`` -> BlackBlood; ``T1map``,
-    ``T2map`` (or the modality name ``mapping``) -> mapping; anything else is cine-like. Case-insensitive.
-    """
-    base = os.path.basename(os.fspath(name)).lower()
-    if "blackblood" in base:
-        return "blackblood"
-    if "t1map" in base or "t2map" in base or "mapping" in base:
-        return "mapping"
-    return "cine"
 
 
 def select_slices(nz: int) -> list[int]:

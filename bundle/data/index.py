@@ -80,12 +80,16 @@ _MASK_DIR = re.compile(r"^Mask_Task(\d+)$")
 # --------------------------------------------------------------------------------------------------- naming
 
 
-def series_type(name: str) -> str:
-    """``'blackblood'``, ``'mapping'`` or ``'cine'`` from a file or series name, as the official scripts do."""
-    low = name.lower()
-    if "blackblood" in low:
+def series_type(name: str | os.PathLike) -> str:
+    """``'blackblood'``, ``'mapping'`` or ``'cine'`` (cine-like: cine, aorta, tagging, flow2d) from a file name.
+
+    Only the base name is inspected, case-insensitively, as the official scripts do: it contains ``blackblood``
+    -> BlackBlood; ``T1map``/``T2map`` (or the modality name ``mapping``) -> mapping; anything else is cine-like.
+    """
+    base = os.path.basename(os.fspath(name)).lower()
+    if "blackblood" in base:
         return "blackblood"
-    if "t1map" in low or "t2map" in low:
+    if "t1map" in base or "t2map" in base or "mapping" in base:
         return "mapping"
     return "cine"
 
