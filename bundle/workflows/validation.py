@@ -5,13 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
@@ -49,11 +47,6 @@ def _to_list(values) -> list:
     if isinstance(values, torch.Tensor):
         return values.tolist()
     return list(values)
-
-
-def _mean(values) -> float:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return float(np.mean(values)) if values else float("nan")
 
 
 class ChallengeMetric(Metric):
@@ -104,27 +97,29 @@ class ChallengeMetric(Metric):
             self.rows.append(row)
 
     def tables(self) -> dict:
-        """Per-file, per-modality and overall means of every metric (the published aggregation)."""
-        columns = [m for m in METRICS] + [f"zf_{m}" for m in METRICS]
-        per_file: dict[str, dict] = {}
+        """Per-file, per-modality and overall means of every metric (:func:`bundle.metrics.aggregate`)."""
+        from bundle.metrics import aggregate
+
+        columns = list(METRICS) + [f"zf_{m}" for m in METRICS]
         grouped: dict[str, list[dict]] = defaultdict(list)
         for row in self.rows:
             grouped[row["file"]].append(row)
-        for file, rows in sorted(grouped.items()):
-            entry = {"file": file, "modality": rows[0]["modality"], "images": len(rows)}
-            entry.update({c: _mean(r[c] for r in rows) for c in columns})
-            per_file[file] = entry
-        per_modality: dict[str, dict] = {}
-        by_modality: dict[str, list[dict]] = defaultdict(list)
-        for entry in per_file.values():
-            by_modality[entry["modality"]].append(entry)
-        for modality, entries in sorted(by_modality.items()):
-            row = {"modality": modality, "files": len(entries)}
-            row.update({c: _mean(e[c] for e in entries) for c in columns})
-            per_modality[modality] = row
-        overall = {"files": len(per_file), "images": len(self.rows)}
-        overall.update({c: _mean(m[c] for m in per_modality.values()) for c in columns})
-        return {"per_file": list(per_file.values()), "per_modality": list(per_modality.values()), "overall": overall}
+        files = [
+            {
+                "file": file,
+                "modality": rows[0]["modality"],
+                "images": len(rows),
+                **{c: [r[c] for r in rows] for c in columns},
+            }
+            for file, rows in sorted(grouped.items())
+        ]
+        result = aggregate(files, metrics=columns)
+        per_modality = [
+            {"modality": modality, "files": row["n_files"], **{c: row[c] for c in columns}}
+            for modality, row in result["per_modality"].items()
+        ]
+        overall = {"files": len(files), "images": len(self.rows), **result["overall"]}
+        return {"per_file": result["per_file"], "per_modality": per_modality, "overall": overall}
 
     def compute(self) -> float:
         if not self.rows:
