@@ -1,4 +1,4 @@
-"""Exceptions for unusable input data.
+"""Exceptions for unusable input data and model files, and how they end a command-line run.
 
 Every message starts with the offending file so that a user with thousands of files knows which one to
 look at. The constructors take a single message (plus keyword extras) because PyTorch re-raises worker
@@ -8,8 +8,13 @@ exceptions in the main process by calling ``type(exc)(message)``.
 from __future__ import annotations
 
 import os
+import sys
 
 __all__ = [
+    "BundleError",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "UnsafeCheckpointError",
     "CMRDataError",
     "MatFileError",
     "MissingKeyError",
@@ -19,11 +24,13 @@ __all__ = [
     "EmptySliceError",
     "EmptyDatasetError",
     "UnsafePathError",
+    "find_bundle_error",
+    "install_excepthook",
 ]
 
 
-class CMRDataError(ValueError):
-    """A data file, or a dataset tree, cannot be used. ``path`` names it; ``problem`` says why."""
+class BundleError(ValueError):
+    """An input (data file, dataset tree, model file) cannot be used. ``path`` names it; ``problem`` says why."""
 
     def __init__(self, message: str, *, path: str | os.PathLike | None = None, problem: str | None = None):
         super().__init__(message)
@@ -31,9 +38,13 @@ class CMRDataError(ValueError):
         self.problem = problem if problem is not None else message
 
     @classmethod
-    def at(cls, path: str | os.PathLike, problem: str) -> CMRDataError:
+    def at(cls, path: str | os.PathLike, problem: str) -> BundleError:
         """Build the exception with the standard ``"<path>: <problem>"`` message."""
         return cls(f"{path}: {problem}", path=path, problem=problem)
+
+
+class CMRDataError(BundleError):
+    """A data file, or a dataset tree, cannot be used."""
 
 
 class MatFileError(CMRDataError):
@@ -66,3 +77,44 @@ class EmptyDatasetError(CMRDataError):
 
 class UnsafePathError(CMRDataError):
     """An output path would escape its folder or overwrite an input."""
+
+
+class CheckpointError(BundleError):
+    """A model file is missing, unreadable, or not a PromptMR checkpoint in a known format."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A model file needs arbitrary pickled Python objects to load, so it is not loaded at all."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint's tensors do not fit the configured network (other keys or shapes)."""
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def find_bundle_error(exc: BaseException | None) -> BundleError | None:
+    """The first :class:`BundleError` in ``exc``'s chain of causes (``raise ... from``) and contexts."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, BundleError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _excepthook(exc_type, exc, tb, previous=sys.excepthook) -> None:
+    previous(exc_type, exc, tb)
+    # MONAI re-raises every failure inside a config expression as "RuntimeError: Failed to evaluate ...", so the
+    # bundle's own message would sit dozens of lines above the end of the trace. Repeat it as the last line.
+    error = find_bundle_error(exc)
+    if error is not None and error is not exc:
+        print(f"\nerror: {error}", file=sys.stderr)
+
+
+def install_excepthook() -> None:
+    """Make an uncaught :class:`BundleError` the last line of the trace, once per process."""
+    if getattr(sys.excepthook, "__name__", "") != _excepthook.__name__:
+        sys.excepthook = _excepthook

@@ -116,6 +116,31 @@ class PromptMR(nn.Module):
         super().__init__()
         if num_adj_frames < 1:
             raise ValueError(f"num_adj_frames must be positive, got {num_adj_frames}")
+        # Every constructor argument, as plain JSON/YAML values: written as network.yaml beside saved weights.
+        self.network_args = {
+            "num_cascades": int(num_cascades),
+            "num_adj_frames": int(num_adj_frames),
+            "n_feat0": int(n_feat0),
+            "feature_dim": [int(v) for v in feature_dim],
+            "prompt_dim": [int(v) for v in prompt_dim],
+            "sens_n_feat0": int(sens_n_feat0),
+            "sens_feature_dim": [int(v) for v in sens_feature_dim],
+            "sens_prompt_dim": [int(v) for v in sens_prompt_dim],
+            "len_prompt": [int(v) for v in len_prompt],
+            "prompt_size": [int(v) for v in prompt_size],
+            "n_enc_cab": [int(v) for v in n_enc_cab],
+            "n_dec_cab": [int(v) for v in n_dec_cab],
+            "n_skip_cab": [int(v) for v in n_skip_cab],
+            "n_bottleneck_cab": int(n_bottleneck_cab),
+            "no_use_ca": bool(no_use_ca),
+            "learnable_prompt": bool(learnable_prompt),
+            "use_checkpoint": bool(use_checkpoint),
+            "sens_chunk_size": None if sens_chunk_size is None else int(sens_chunk_size),
+            "num_low_frequencies": None if num_low_frequencies is None else int(num_low_frequencies),
+            "sens_mask_type": str(sens_mask_type),
+            "reference_radial_bug": bool(reference_radial_bug),
+            "radial_acs_size": int(radial_acs_size),
+        }
         self.num_adj_frames = num_adj_frames
         self.use_checkpoint = use_checkpoint
         self.num_low_frequencies = num_low_frequencies
@@ -159,6 +184,18 @@ class PromptMR(nn.Module):
                 for _ in range(num_cascades)
             ]
         )
+
+    __jit_ignored_attributes__ = ["network_args"]
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``; with ``strict``, a checkpoint of another architecture raises one
+        :class:`~bundle.errors.CheckpointMismatchError` that names the differing arguments, instead of
+        PyTorch's list of every mismatching tensor."""
+        if strict:
+            from .pretrained import check_state_dict
+
+            check_state_dict(self, state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def forward(
         self,

@@ -1,0 +1,440 @@
+"""Published and trained PromptMR v1 weights: safe loading, format detection, architecture, strict checks.
+
+Formats recognised by :func:`load_pretrained` (the network keys are those of :class:`PromptMR`):
+
+==============================  =======================================================================
+PyTorch Lightning (PromptMR v1)  ``{"state_dict": {"promptmr.<key>": ..., "loss.w": ...}, "hyper_parameters"
+                                 : {...}, "epoch", "global_step", "optimizer_states", "lr_schedulers", ...}``
+HyperCMR training checkpoint     ``{"model_state_dict": {["module."]<key>: ...}, "optimizer_state_dict",
+                                 "scaler_state_dict", "epoch", ...}`` (``checkpoint.pth.tar``,
+                                 ``model_best.pth.tar``)
+this bundle's training state     ``{"model": {<key>: ...}, "optimizer": ..., "trainer": ...}``
+                                 (``models/checkpoints/checkpoint_e*_i*.pt``)
+plain state dict                 ``{["module."]<key>: tensor}`` (this bundle's ``models/model.pt``)
+==============================  =======================================================================
+
+Files are read with ``torch.load(weights_only=True)`` only: a file that needs arbitrary pickled objects would run
+code from the file while loading, so it is refused, never loaded another way. numpy arrays and scalars are the one
+exception, because they are plain data that training frameworks leave in their checkpoints.
+
+The architecture comes from the Lightning ``hyper_parameters`` when they are present, otherwise from the tensor
+shapes (:func:`infer_network_args`); either way every key and shape is then checked against a network built with
+those arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..errors import CheckpointError, CheckpointMismatchError, UnsafeCheckpointError
+
+__all__ = [
+    "ARCHITECTURE_ARGS",
+    "NETWORK_OVERLAY_NAME",
+    "read_checkpoint",
+    "extract_state_dict",
+    "infer_network_args",
+    "check_state_dict",
+    "load_pretrained",
+    "load_network_weights",
+    "check_checkpoint",
+    "save_network_overlay",
+    "read_network_overlay",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``PromptMR`` arguments that decide which tensors the network has, and their shapes.
+ARCHITECTURE_ARGS = (
+    "num_cascades",
+    "num_adj_frames",
+    "n_feat0",
+    "feature_dim",
+    "prompt_dim",
+    "sens_n_feat0",
+    "sens_feature_dim",
+    "sens_prompt_dim",
+    "len_prompt",
+    "prompt_size",
+    "n_enc_cab",
+    "n_dec_cab",
+    "n_skip_cab",
+    "n_bottleneck_cab",
+    "no_use_ca",
+)
+#: The overlay written beside every saved ``model.pt``.
+NETWORK_OVERLAY_NAME = "network.yaml"
+
+# Lightning hyper-parameter names that differ from PromptMR's argument names.
+_LIGHTNING_NAMES = {"num_adj_slices": "num_adj_frames"}
+# Prefixes under which trainers store the network (Lightning attribute, DDP wrapper, both).
+_PREFIXES = ("", "module.", "promptmr.", "module.promptmr.", "model.", "module.model.")
+_ANCHOR = "cascades.0.dc_weight"
+# numpy globals are data (arrays, scalars, dtypes), not code; anything else stays refused.
+_DATA_GLOBALS = re.compile(
+    r"^numpy\.(_core|core)\.multiarray\.(scalar|_reconstruct)$|^numpy\.(ndarray|dtype)$|^numpy\.dtypes\.\w+DType$"
+)
+_MAX_LISTED = 8
+
+
+# --------------------------------------------------------------------------------------------------- reading
+
+
+def _allowed_numpy_globals(path: str) -> list:
+    """The numpy data globals ``path`` needs, or raise :class:`UnsafeCheckpointError` for anything else."""
+    try:
+        needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # legacy (non-zip) files cannot be inspected; torch.load's own refusal then applies
+        return []
+    refused = [name for name in needed if not _DATA_GLOBALS.match(name)]
+    if refused:
+        raise UnsafeCheckpointError.at(
+            path,
+            "refused: loading it would unpickle arbitrary Python objects ("
+            + ", ".join(refused[:_MAX_LISTED])
+            + "), which can run code from the file. Only tensors, numbers, strings and containers are loaded "
+            "(torch.load weights_only=True). If you trust the file, re-save just its tensors where it was made, "
+            "e.g. torch.save(torch.load(path, weights_only=False)['state_dict'], 'weights.pt'), and import that.",
+        )
+    if not needed:
+        return []
+    import importlib
+
+    import numpy as np
+
+    allowed = [getattr(importlib.import_module(m), a) for m, _, a in (n.rpartition(".") for n in needed)]
+    # The dtype classes are reached while unpickling, not listed up front.
+    return allowed + [cls for name, cls in vars(np.dtypes).items() if name.endswith("DType") and isinstance(cls, type)]
+
+
+def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> object:
+    """``torch.load(path, weights_only=True)`` with errors that name the file and say what is wrong.
+
+    Raises:
+        CheckpointError: missing, a folder, truncated or not a PyTorch file.
+        UnsafeCheckpointError: the file needs pickled objects other than tensors, containers and numpy data.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError.at(path, "no such model file")
+    if os.path.isdir(path):
+        raise CheckpointError.at(path, "is a folder, not a model file")
+    allowed = _allowed_numpy_globals(path)
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = re.search(r"(Unsupported global: [^\n]+|but got [^\n]+)", str(err))
+        if reason is None:  # not a refusal: the bytes are not a pickle at all
+            raise CheckpointError.at(path, f"cannot be read as a PyTorch file (truncated or corrupt?): {err}") from err
+        raise UnsafeCheckpointError.at(
+            path,
+            "refused: it needs arbitrary pickled Python objects to load, which can run code from the file "
+            f"({reason.group(1).strip()}). Only weights_only=True loading is used.",
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError.at(path, f"cannot be read as a PyTorch file (truncated or corrupt?): {err}") from err
+
+
+def _is_tensor_dict(obj) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _strip_prefix(raw: Mapping, path: str) -> dict:
+    """Network keys of ``raw`` without the trainer's prefix; keys outside that prefix (``loss.w``) are dropped."""
+    prefix = next((p for p in _PREFIXES if p + _ANCHOR in raw), None)
+    if prefix is None:
+        sample = ", ".join(list(raw)[:3])
+        raise CheckpointError.at(
+            path, f"holds no PromptMR weights (no '{_ANCHOR}' key under any prefix; keys: {sample} ...)"
+        )
+    if not prefix:
+        return dict(raw)
+    dropped = [k for k in raw if not k.startswith(prefix)]
+    if dropped:
+        logger.info("%s: ignoring %d non-network entries: %s", path, len(dropped), ", ".join(dropped[:_MAX_LISTED]))
+    return {k[len(prefix) :]: v for k, v in raw.items() if k.startswith(prefix)}
+
+
+def extract_state_dict(checkpoint: object, path: str | os.PathLike = "<checkpoint>") -> tuple[str, dict, dict | None]:
+    """``(format, network state dict, Lightning hyper-parameters or None)`` from a loaded checkpoint.
+
+    ``format`` is ``'lightning'``, ``'hypercmr'``, ``'bundle-checkpoint'`` or ``'state-dict'``.
+    """
+    path = os.fspath(path)
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError.at(path, f"is not a checkpoint dictionary (it holds a {type(checkpoint).__name__})")
+    if isinstance(checkpoint.get("state_dict"), Mapping):
+        hparams = checkpoint.get("hyper_parameters")
+        return "lightning", _strip_prefix(checkpoint["state_dict"], path), dict(hparams) if hparams else None
+    if isinstance(checkpoint.get("model_state_dict"), Mapping):
+        return "hypercmr", _strip_prefix(checkpoint["model_state_dict"], path), None
+    if _is_tensor_dict(checkpoint.get("model")) and not _is_tensor_dict(checkpoint):
+        return "bundle-checkpoint", _strip_prefix(checkpoint["model"], path), None
+    if _is_tensor_dict(checkpoint):
+        return "state-dict", _strip_prefix(checkpoint, path), None
+    raise CheckpointError.at(
+        path,
+        "unknown checkpoint format: expected a Lightning checkpoint ('state_dict'), a HyperCMR checkpoint "
+        f"('model_state_dict'), a bundle checkpoint ('model') or a state dict; found keys {sorted(checkpoint)[:8]}",
+    )
+
+
+# --------------------------------------------------------------------------------------------------- shapes
+
+
+def _count(keys: list[str], pattern: str) -> int:
+    """``1 + max index`` captured by ``pattern`` over ``keys`` (0 when nothing matches)."""
+    found = [int(m.group(1)) for k in keys if (m := re.match(pattern, k))]
+    return max(found) + 1 if found else 0
+
+
+def _shape(state: Mapping, key: str) -> tuple[int, ...]:
+    if key not in state:
+        raise KeyError(key)
+    return tuple(state[key].shape)
+
+
+def _unet_args(state: Mapping, prefix: str) -> dict:
+    """Widths and block counts of the PromptUnet whose keys start with ``prefix``."""
+    keys = [k[len(prefix) :] for k in state if k.startswith(prefix)]
+    p = re.escape
+    d0, in_chans = _shape(state, prefix + "feat_extract.weight")[:2]
+    prompts = [_shape(state, f"{prefix}prompt_level{k}.prompt_param") for k in (1, 2, 3)]
+    return {
+        "in_chans": in_chans,
+        "n_feat0": d0,
+        "feature_dim": [_shape(state, f"{prefix}enc_level{k}.down.weight")[0] for k in (1, 2, 3)],
+        "prompt_dim": [s[2] for s in prompts],
+        "len_prompt": [s[1] for s in prompts],
+        "prompt_size": [s[3] for s in prompts],
+        "n_enc_cab": [_count(keys, rf"{p(f'enc_level{k}.encoder.')}(\d+)\.") for k in (1, 2, 3)],
+        "n_dec_cab": [_count(keys, rf"{p(f'dec_level{k}.fuse.')}(\d+)\.") for k in (1, 2, 3)],
+        "n_skip_cab": [_count(keys, rf"{p(f'skip_attn{k}.skip_attn.')}(\d+)\.") for k in (1, 2, 3)],
+        "n_bottleneck_cab": _count(keys, r"bottleneck\.(\d+)\."),
+        "no_use_ca": not any(".CA.conv_du." in k for k in keys),
+    }
+
+
+_SHARED = ("len_prompt", "prompt_size", "n_enc_cab", "n_dec_cab", "n_skip_cab", "n_bottleneck_cab", "no_use_ca")
+
+
+def infer_network_args(state_dict: Mapping) -> dict:
+    """The :data:`ARCHITECTURE_ARGS` of the PromptMR v1 network that has exactly these tensors.
+
+    Cascades are counted from ``cascades.<i>.dc_weight``; widths come from the first convolution, the stride-2
+    convolutions and the prompt tensors; CAB counts from the block indices of the first cascade's and the
+    sensitivity U-Net's keys.
+
+    Raises:
+        ValueError: a key needed to read the architecture is missing, or the sensitivity and cascade U-Nets
+            differ in an argument that :class:`PromptMR` shares between them (not a v1 network).
+    """
+    keys = list(state_dict)
+    num_cascades = _count(keys, r"cascades\.(\d+)\.dc_weight$")
+    if num_cascades == 0:
+        raise ValueError("no 'cascades.<i>.dc_weight' keys: not a PromptMR state dict")
+    try:
+        cascade = _unet_args(state_dict, "cascades.0.model.unet.")
+        sens = _unet_args(state_dict, "sens_net.norm_unet.unet.")
+    except KeyError as err:
+        raise ValueError(f"missing key {err.args[0]!r}, needed to read the architecture") from None
+    if sens["in_chans"] != 2:
+        raise ValueError(
+            f"the sensitivity U-Net takes {sens['in_chans']} channels, not 2 (one complex coil image): this is not "
+            "a PromptMR v1 / HyperCMR network"
+        )
+    differ = [name for name in _SHARED if cascade[name] != sens[name]]
+    if differ:
+        raise ValueError(
+            "the sensitivity and cascade U-Nets differ in " + ", ".join(differ) + ", which PromptMR shares between them"
+        )
+    args = {
+        "num_cascades": num_cascades,
+        "num_adj_frames": cascade["in_chans"] // 2,
+        "n_feat0": cascade["n_feat0"],
+        "feature_dim": cascade["feature_dim"],
+        "prompt_dim": cascade["prompt_dim"],
+        "sens_n_feat0": sens["n_feat0"],
+        "sens_feature_dim": sens["feature_dim"],
+        "sens_prompt_dim": sens["prompt_dim"],
+    }
+    args.update({name: cascade[name] for name in _SHARED})
+    return {name: args[name] for name in ARCHITECTURE_ARGS}
+
+
+def _from_hparams(hparams: Mapping, inferred: Mapping) -> dict:
+    """Architecture from Lightning hyper-parameters; arguments they lack come from ``inferred``."""
+    args = dict(inferred)
+    for key, value in hparams.items():
+        name = _LIGHTNING_NAMES.get(key, key)
+        if name in ARCHITECTURE_ARGS:
+            args[name] = [int(v) for v in value] if isinstance(value, (list, tuple)) else value
+    return args
+
+
+def _arch_of(network: torch.nn.Module) -> dict:
+    args = getattr(network, "network_args", None)
+    if args is None:
+        args = infer_network_args(network.state_dict())
+    return {name: args[name] for name in ARCHITECTURE_ARGS}
+
+
+def _describe(value) -> str:
+    return str(list(value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def check_state_dict(network: torch.nn.Module, state_dict: Mapping, path: str | os.PathLike | None = None) -> None:
+    """Raise one :class:`CheckpointMismatchError` unless ``state_dict`` has exactly ``network``'s keys and shapes.
+
+    The message names the file, the architecture arguments that differ (checkpoint against network) when they
+    can be read from the shapes, the first mismatching tensors, and the overlay that describes the checkpoint.
+    """
+    expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    given = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    resized = [k for k in expected if k in given and given[k] != expected[k]]
+    not_tensors = [k for k in expected if k in state_dict and k not in given]
+    if not (missing or unexpected or resized or not_tensors):
+        return
+    where = os.fspath(path) if path is not None else "the checkpoint"
+    lines = [f"{where} does not fit the configured network ({type(network).__name__})."]
+    diffs: list[str] = []
+    try:
+        ckpt_args, net_args = infer_network_args(state_dict), _arch_of(network)
+        diffs = [
+            f"{name}: {_describe(ckpt_args[name])} in the checkpoint, {_describe(net_args[name])} in the config"
+            for name in ARCHITECTURE_ARGS
+            if ckpt_args[name] != net_args[name]
+        ]
+        if diffs:
+            lines.append("Arguments that differ: " + "; ".join(diffs) + ".")
+    except ValueError as err:
+        lines.append(f"Its architecture cannot be read from the tensor shapes ({err}).")
+    details = [f"size of {k}: {given[k]} in the checkpoint, {expected[k]} in the network" for k in resized]
+    details += [f"missing {k}" for k in missing] + [f"unexpected {k}" for k in unexpected]
+    details += [f"{k} is not a tensor" for k in not_tensors]
+    lines.append(
+        f"{len(missing)} missing, {len(unexpected)} unexpected, {len(resized)} resized tensor(s); first: "
+        + "; ".join(details[: 3 if diffs else _MAX_LISTED])
+        + "."
+    )
+    overlay = Path(where).with_name(NETWORK_OVERLAY_NAME) if path is not None else None
+    if overlay is not None and overlay.is_file():
+        lines.append(
+            f"Add the overlay written beside it: --config_file \"['configs/<base>.yaml','{overlay}']\" "
+            "(the same for inference, evaluation and ckpt_export)."
+        )
+    else:
+        lines.append(
+            "Add the network overlay that describes the checkpoint (training and scripts/import_weights.py write "
+            f"{NETWORK_OVERLAY_NAME} beside model.pt): --config_file \"['configs/<base>.yaml','<dir>/"
+            f"{NETWORK_OVERLAY_NAME}']\", or the overlay it was trained with (e.g. configs/demo.yaml)."
+        )
+    raise CheckpointMismatchError(" ".join(lines), path=path, problem=" ".join(lines[1:]))
+
+
+# --------------------------------------------------------------------------------------------------- import
+
+
+def load_pretrained(path: str | os.PathLike, map_location="cpu") -> tuple[dict, dict]:
+    """Read PromptMR v1 weights in any known format: ``(state_dict, network_args)``.
+
+    ``state_dict`` has exactly the keys and shapes of ``PromptMR(**network_args)`` (checked);
+    ``network_args`` holds every ``PromptMR`` argument: the architecture from the Lightning hyper-parameters or
+    the tensor shapes, and ``PromptMR``'s defaults for the run-time options.
+
+    Raises:
+        CheckpointError / UnsafeCheckpointError: the file cannot be read safely or is not a PromptMR checkpoint.
+        CheckpointMismatchError: its tensors do not form the network its hyper-parameters describe.
+    """
+    from .promptmr import PromptMR
+
+    path = os.fspath(path)
+    fmt, state, hparams = extract_state_dict(read_checkpoint(path, map_location), path)
+    try:
+        inferred = infer_network_args(state)
+    except ValueError as err:
+        raise CheckpointMismatchError.at(path, f"is not a PromptMR v1 state dict: {err}") from err
+    arch = _from_hparams(hparams, inferred) if hparams else inferred
+    # The meta device gives every shape without allocating the ~80 M parameters.
+    with torch.device("meta"):
+        network = PromptMR(**arch)
+    check_state_dict(network, state, path)
+    logger.info("%s: %s format, %d tensors, %d cascades", path, fmt, len(state), arch["num_cascades"])
+    return state, dict(network.network_args)
+
+
+def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper."""
+    inner = getattr(network, "module", None)
+    return inner if isinstance(inner, torch.nn.Module) else network
+
+
+def load_network_weights(network: torch.nn.Module, path: str | os.PathLike, map_location="cpu") -> torch.nn.Module:
+    """Load the weights of a model file in any known format into ``network`` (unwrapping DDP), checked first.
+
+    Used for ``init_weights`` (fine-tuning): the network only, no optimizer or schedule state.
+    """
+    target = _unwrap(network)
+    _, state, _ = extract_state_dict(read_checkpoint(path, map_location), path)
+    check_state_dict(target, state, path)
+    target.load_state_dict(state)
+    logger.info("initialised the network from %s", path)
+    return network
+
+
+def check_checkpoint(network: torch.nn.Module, path: str | os.PathLike, map_location="cpu") -> None:
+    """Before any work: ``path`` exists, loads safely, is a plain state dict, and fits ``network``.
+
+    A Lightning or HyperCMR checkpoint is refused with the import command, since the bundle's loaders take
+    plain state dicts (``model.pt``).
+    """
+    target = _unwrap(network)
+    fmt, state, _ = extract_state_dict(read_checkpoint(path, map_location), path)
+    if fmt in ("lightning", "hypercmr"):
+        raise CheckpointError.at(
+            path,
+            f"is a {fmt} training checkpoint; import it first: python scripts/import_weights.py {path} --out-dir DIR, "
+            "then use DIR/model.pt with the overlay DIR/network.yaml",
+        )
+    check_state_dict(target, state, path)
+
+
+# --------------------------------------------------------------------------------------------------- overlay
+
+
+def save_network_overlay(path: str | os.PathLike, network_args: Mapping, source: str | None = None) -> Path:
+    """Write ``network.yaml``: a config overlay that sets every ``network_def`` argument (atomically)."""
+    from ..io.paths import atomic_write
+
+    lines = [
+        "# PromptMR arguments of the weights beside this file. Add it after the base config, e.g.",
+        "#   --config_file \"['configs/inference.yaml','" + Path(path).as_posix() + "']\"",
+    ]
+    if source:
+        lines.append(f"# imported from {source}")
+    body = {"num_adj_frames": int(network_args["num_adj_frames"])}
+    body.update({f"network_def#{k}": (list(v) if isinstance(v, tuple) else v) for k, v in network_args.items()})
+    text = "\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False, default_flow_style=None)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_network_overlay(path: str | os.PathLike) -> dict:
+    """The ``PromptMR`` arguments set by a ``network.yaml`` written by :func:`save_network_overlay`."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise CheckpointError.at(path, f"cannot read the network overlay: {err}") from err
+    if not isinstance(data, Mapping):
+        raise CheckpointError.at(path, "is not a network overlay (expected 'network_def#<argument>: value' lines)")
+    return {k.split("#", 1)[1]: v for k, v in data.items() if k.startswith("network_def#")}
