@@ -68,6 +68,18 @@ def _plain(value):
     return value
 
 
+#: ACS lines of a CMRxRecon2024 file; items of the index carry their own (24 in CMRxRecon2023 files).
+DEFAULT_ACS_WIDTH = 16
+
+
+def _acs_width(configured: int | None, d: Mapping) -> int:
+    """The configured ACS width, else the item's ``acs_width`` (set by the index per release), else 16."""
+    if configured is not None:
+        return configured
+    width = _plain(d.get("acs_width"))
+    return int(width) if isinstance(width, (int, np.integer)) and width > 0 else DEFAULT_ACS_WIDTH
+
+
 def _at_sample(d: Mapping, fn, *args, **kwargs):
     """Call ``fn``; a data error it raises is re-raised naming the sample (file, z, t)."""
     try:
@@ -120,13 +132,16 @@ class RandKspaceMaskd(Randomizable, MapTransform):
 
     ``deterministic=True`` (validation) draws everything from a stable hash of ``(file, z, t, seed)``: the
     same sample gets the same mask every epoch, whatever the order, worker or transform instance.
+
+    ``acs_width`` (fully sampled central ky lines) defaults to the item's ``acs_width``: 16 for CMRxRecon2024
+    files, 24 for CMRxRecon2023 files, as in their official masks.
     """
 
     def __init__(
         self,
         patterns: Sequence[str] = ("Uniform",),
         accelerations: Sequence[int] = (4, 8, 10),
-        acs_width: int = 16,
+        acs_width: int | None = None,
         kt_accelerations: Sequence[int] = (4, 8, 12, 16, 20, 24),
         pattern_weights: Sequence[float] | None = None,
         deterministic: bool = False,
@@ -153,7 +168,7 @@ class RandKspaceMaskd(Randomizable, MapTransform):
                     f"got {pattern_weights!r}"
                 )
         self.pattern_weights = weights / weights.sum()
-        self.acs_width = _as_int("acs_width", acs_width, 0)
+        self.acs_width = None if acs_width is None else _as_int("acs_width", acs_width, 0)
         self.deterministic = bool(deterministic)
         self.seed = int(seed)
         self.mask_key = mask_key
@@ -205,7 +220,8 @@ class RandKspaceMaskd(Randomizable, MapTransform):
         frames = [int(i) for i in frames]
         if len(frames) != f:
             raise _error(ShapeError, d, f"{len(frames)} frame indices for a stack of {f} frames")
-        series_mask = make_mask(pattern, acceleration, nt, nx, ny, rng=rng, acs_width=self.acs_width)
+        acs_width = _acs_width(self.acs_width, d)
+        series_mask = make_mask(pattern, acceleration, nt, nx, ny, rng=rng, acs_width=acs_width)
         d[self.mask_key] = np.ascontiguousarray(series_mask[frames])
         d["pattern"] = pattern
         d["acceleration"] = acceleration
@@ -266,11 +282,11 @@ class CoilCompressd(MapTransform):
     """SVD coil compression of every key ``(F, C, nx, ny)`` (or ``(C, nx, ny)``) to ``num_coils`` virtual coils.
 
     One matrix is computed from the ACS region (:func:`~bundle.transforms.kspace.extract_acs`, width
-    ``acs_width``, block for radial masks) of the centre frame of ``d[calib_key]``, the **masked** k-space,
-    so training and inference (where only masked data exist) compress the same way. It is applied to every
-    frame and key, e.g. ``kspace_full`` and ``kspace_target`` as well, so masking and compression commute.
-    The image ``target`` is deliberately not touched: it stays the RSS of the true coils. No-op when
-    ``C <= num_coils``.
+    ``acs_width``, by default the item's, block for radial masks) of the centre frame of ``d[calib_key]``, the
+    **masked** k-space, so training and inference (where only masked data exist) compress the same way. It is
+    applied to every frame and key, e.g. ``kspace_full`` and ``kspace_target`` as well, so masking and
+    compression commute. The image ``target`` is deliberately not touched: it stays the RSS of the true coils.
+    No-op when ``C <= num_coils``.
     """
 
     def __init__(
@@ -279,7 +295,7 @@ class CoilCompressd(MapTransform):
         keys: KeysCollection = ("kspace_masked", "kspace_full", "kspace_target"),
         calib_key: str = "kspace_masked",
         mask_key: str = "mask",
-        acs_width: int = 16,
+        acs_width: int | None = None,
         allow_missing_keys: bool = True,
     ):
         super().__init__(keys, allow_missing_keys)
@@ -299,7 +315,8 @@ class CoilCompressd(MapTransform):
             return d
         centre = calib[calib.shape[0] // 2]
         mask = d.get(self.mask_key)
-        acs = extract_acs(centre, self.acs_width if mask is None else mask, acs_width=self.acs_width)
+        width = _acs_width(self.acs_width, d)
+        acs = extract_acs(centre, width if mask is None else mask, acs_width=width)
         matrix = coil_compression_matrix(acs, self.num_coils)
         for key in self.key_iterator(d):
             x = d[key]

@@ -4,10 +4,12 @@ from .batch import META_KEYS, PackReconSampled, PrepareReconBatch
 from .checkpoint import (
     AtomicCheckpointSaver,
     BestModelSaver,
+    EpochModelSaver,
     ResumeFromCheckpoint,
     RNGState,
     atomic_torch_save,
     latest_checkpoint,
+    save_model,
     unwrap_model,
 )
 from .dataset import ReconDataset, find_data_error
@@ -31,10 +33,12 @@ __all__ = [
     "PrepareReconBatch",
     "AtomicCheckpointSaver",
     "BestModelSaver",
+    "EpochModelSaver",
     "ResumeFromCheckpoint",
     "RNGState",
     "atomic_torch_save",
     "latest_checkpoint",
+    "save_model",
     "unwrap_model",
     "ReconDataset",
     "find_data_error",

@@ -12,10 +12,23 @@ import torch
 from monai.engines.utils import PrepareBatch
 from monai.transforms import MapTransform
 
-__all__ = ["META_KEYS", "PackReconSampled", "PrepareReconBatch"]
+__all__ = ["META_KEYS", "PackReconSampled", "PrepareReconBatch", "batch_acs_width"]
 
 # Plain metadata kept in every batch: enough to name the file and slice and to aggregate metrics.
-META_KEYS = ("file", "z", "t", "nt", "nz", "modality", "series", "group", "patient", "pattern", "acceleration")
+META_KEYS = (
+    "file",
+    "z",
+    "t",
+    "nt",
+    "nz",
+    "modality",
+    "series",
+    "group",
+    "patient",
+    "pattern",
+    "acceleration",
+    "acs_width",
+)
 TENSOR_KEYS = ("kspace_masked", "mask", "target", "kspace_target", "scale")
 
 
@@ -39,17 +52,34 @@ class PackReconSampled(MapTransform):
         for key in self.meta_keys:
             value = data.get(key)
             if value is None:
-                value = -1 if key in ("z", "t", "nt", "nz", "acceleration") else ""
+                value = -1 if key in ("z", "t", "nt", "nz", "acceleration", "acs_width") else ""
             out[key] = value if isinstance(value, (int, float)) else str(value)
         out["skipped"] = str(data.get("skipped", ""))
         return out
 
 
+def batch_acs_width(batchdata: Mapping) -> int | None:
+    """The one ACS width (central ky lines) of a batch's items, or ``None`` when the items do not say.
+
+    CMRxRecon2024 files have 16 ACS lines and CMRxRecon2023 files 24; the index records it per item. Batches are
+    shape-grouped from one tree, so a batch mixing widths is an error rather than something to average over.
+    """
+    widths = batchdata.get("acs_width")
+    if widths is None:
+        return None
+    found = {int(w) for w in (widths.tolist() if isinstance(widths, torch.Tensor) else widths)} - {-1}
+    if len(found) > 1:
+        raise ValueError(f"a batch mixes items with ACS widths {sorted(found)}; batch files of one release together")
+    return found.pop() if found else None
+
+
 class PrepareReconBatch(PrepareBatch):
-    """Returns ``(masked_kspace, label, (mask,), {})`` for MONAI engines.
+    """Returns ``(masked_kspace, label, (mask,), kwargs)`` for MONAI engines.
 
     ``label`` is a dict with ``target`` (B, 1, H, W), ``kspace_target`` (B, C, H, W) complex and the batch
-    metadata (file, z, t, modality, ...), or ``None`` at inference when the batch has no target.
+    metadata (file, z, t, modality, ...), or ``None`` at inference when the batch has no target. ``kwargs`` is
+    ``{"num_low_frequencies": w}`` when the items carry their ACS width (:func:`batch_acs_width`), so the
+    sensitivity network uses the data's calibration region (16 lines in 2024 files, 24 in 2023 files).
     """
 
     def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
@@ -60,4 +90,5 @@ class PrepareReconBatch(PrepareBatch):
         mask = move(batchdata["mask"])
         label = {key: value for key, value in batchdata.items() if key not in ("kspace_masked", "mask")}
         label = {key: move(value) for key, value in label.items()}
-        return inputs, label, (mask,), {}
+        acs_width = batch_acs_width(batchdata)
+        return inputs, label, (mask,), {} if acs_width is None else {"num_low_frequencies": acs_width}

@@ -29,6 +29,8 @@ __all__ = [
     "AtomicCheckpointSaver",
     "ResumeFromCheckpoint",
     "BestModelSaver",
+    "EpochModelSaver",
+    "save_model",
     "latest_checkpoint",
     "unwrap_model",
 ]
@@ -193,10 +195,26 @@ class ResumeFromCheckpoint:
         logger.info("resumed from %s at epoch %d, iteration %d", path, engine.state.epoch, engine.state.iteration)
 
 
+def save_model(network: torch.nn.Module, path: str | os.PathLike) -> Path:
+    """Write the network's weights (a plain state dict) and, beside them, ``network.yaml`` with its arguments.
+
+    The overlay makes the file self-describing: inference, evaluation and export add it to their configs.
+    """
+    from bundle.networks.pretrained import NETWORK_OVERLAY_NAME, save_network_overlay
+
+    module = unwrap_model(network)
+    atomic_torch_save(module.state_dict(), path)
+    args = getattr(module, "network_args", None)
+    if args is not None:
+        save_network_overlay(Path(path).with_name(NETWORK_OVERLAY_NAME), args)
+    return Path(path)
+
+
 class BestModelSaver:
     """Writes the network's weights (a plain state dict) atomically whenever ``metric_name`` improves.
 
-    Attach to the evaluator. The file is what ``evaluate.yaml``/``inference.yaml`` and ``ckpt_export`` load.
+    Attach to the evaluator. The file is what ``evaluate.yaml``/``inference.yaml`` and ``ckpt_export`` load;
+    ``network.yaml`` beside it holds the network's arguments (:func:`save_model`).
     """
 
     def __init__(self, save_path: str, network: torch.nn.Module, metric_name: str = "val_ssim", mode: str = "max"):
@@ -225,5 +243,28 @@ class BestModelSaver:
         improved = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
         if improved:
             self.best = value
-            atomic_torch_save(unwrap_model(self.network).state_dict(), self.save_path)
+            save_model(self.network, self.save_path)
             logger.info("new best %s=%.5f: saved %s", self.metric_name, value, self.save_path)
+
+
+class EpochModelSaver:
+    """Without validation there is no best model: write the weights (and ``network.yaml``) after every epoch.
+
+    Attach to the trainer in place of the validation handler; ``attach`` logs that the run has no validation.
+    """
+
+    def __init__(self, save_path: str, network: torch.nn.Module):
+        self.save_path = save_path
+        self.network = network
+
+    def attach(self, engine: Engine) -> None:
+        logger.warning(
+            "no validation patients (val_fraction=0 or too few patients): training runs without validation and "
+            "saves %s at the end of every epoch",
+            self.save_path,
+        )
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        save_model(self.network, self.save_path)
+        logger.info("epoch %d: saved %s", engine.state.epoch, self.save_path)

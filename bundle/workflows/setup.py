@@ -33,7 +33,11 @@ def prepare_dataset(
         return str(root)
     is_demo = demo_dir is not None and root.resolve() == Path(demo_dir).resolve()
     if not is_demo:
-        raise EmptyDatasetError.at(root, "no .mat files found; point dataset_dir at a CMRxRecon2024 download")
+        if not root.is_dir():
+            raise EmptyDatasetError.at(
+                root, "the dataset folder does not exist; point dataset_dir at a CMRxRecon2023 or 2024 download"
+            )
+        raise EmptyDatasetError.at(root, "no .mat files found; point dataset_dir at a CMRxRecon2023 or 2024 download")
     import torch.distributed as dist
 
     from bundle.data import make_demo_dataset
@@ -53,8 +57,12 @@ def inference_datalist(
     report=None,
     modalities=None,
     check_values: bool = True,
+    splits=("ValidationSet", "TestSet"),
 ) -> list[dict]:
     """Slice items of every undersampled file under ``dataset_dir`` that passes validation.
+
+    ``splits`` names the set folders to reconstruct (CMRxRecon2023 trees also hold undersampled TrainingSet
+    files); ``None`` takes every undersampled file.
 
     Each file is checked first (:func:`bundle.data.checks.check_file`): a bad file is logged, recorded in
     ``report`` (a :class:`~bundle.workflows.handlers.BadDataReport`) and left out, so the others are still
@@ -70,14 +78,16 @@ def inference_datalist(
         report.record(message)
 
     def on_scan_error(err) -> None:
-        # Only undersampled inputs matter here; a broken training file is not this run's problem.
-        if "UnderSample_Task" in str(getattr(err, "path", "") or err):
+        # Only undersampled inputs matter here (2024: UnderSample_Task*, 2023: AccFactor*); a broken
+        # fully sampled training file is not this run's problem.
+        where = str(getattr(err, "path", "") or err)
+        if "UnderSample_Task" in where or "AccFactor" in where:
             reject(str(err))
 
     records = scan_dataset(dataset_dir, modalities=modalities, on_error=on_scan_error)
     good = []
     for record in records:
-        if record.kind != "undersampled":
+        if record.kind != "undersampled" or (splits is not None and record.split not in splits):
             continue
         # A missing mask file is not fatal: the loader infers the mask from the zero-filled k-space lines.
         problems = [p for p in check_file(record, check_values=check_values) if p.kind != "missing_mask"]
@@ -87,5 +97,7 @@ def inference_datalist(
             continue
         good.append(record)
     if not good:
-        raise EmptyDatasetError.at(dataset_dir, "no usable undersampled (UnderSample_Task*) files to reconstruct")
+        raise EmptyDatasetError.at(
+            dataset_dir, "no usable undersampled files (UnderSample_Task* or AccFactor*) to reconstruct"
+        )
     return build_items(assign_groups(good), exclude=(), trims={})
