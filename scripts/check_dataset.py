@@ -1,4 +1,4 @@
-"""Validate a whole CMRxRecon2024 dataset tree before a run and print a table of its problems.
+"""Validate a whole CMRxRecon2023 or CMRxRecon2024 dataset tree before a run and print a table of its problems.
 
 Usage, from the repository root (no installation needed)::
 

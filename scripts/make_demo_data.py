@@ -1,10 +1,12 @@
-"""Write the synthetic CMRxRecon2024 demo dataset (numerical phantom, official layout and file format).
+"""Write the synthetic CMRxRecon2024 (or 2023) demo dataset (numerical phantom, official layout and file format).
 
 Usage, from the repository root (no installation needed)::
 
-    python scripts/make_demo_data.py --root data/demo [--seed 0] [--size small|medium|real|<scale>] [--overwrite]
+    python scripts/make_demo_data.py --root data/demo [--seed 0] [--size small|medium|real|<scale>]
+        [--layout 2024|2023] [--overwrite]
 
 The tree goes to ``<root>/ChallengeData/MultiCoil``; ``<root>/DEMO_DATASET.txt`` marks it as synthetic.
+``--layout 2023`` writes the CMRxRecon2023 layout (Cine and Mapping, ``AccFactor04/08/10`` folders).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bundle.data.demo import SIZES, make_demo_dataset  # noqa: E402
+from bundle.data.index import LAYOUTS  # noqa: E402
 
 
 def _size(value: str) -> str | float:
@@ -44,6 +47,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--train-patients", type=int, default=None, help="override the number of training patients")
     parser.add_argument("--val-patients", type=int, default=None, help="override the number of validation patients")
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="2024",
+        help="challenge release whose folder layout and variable names to write (default 2024)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing <root>/ChallengeData")
     return parser.parse_args(argv)
 
@@ -59,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             num_train_patients=args.train_patients,
             num_val_patients=args.val_patients,
+            layout=args.layout,
         )
     except (FileExistsError, NotADirectoryError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -67,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     files = [p for p in out.rglob("*.mat") if p.is_file()]
     total = sum(p.stat().st_size for p in files)
     print(f"wrote {out}")
-    print(f"{len(files)} .mat files, {total / 1e6:.1f} MB, in {elapsed:.1f} s (seed {args.seed}, size {args.size})")
+    print(
+        f"{len(files)} .mat files, {total / 1e6:.1f} MB, in {elapsed:.1f} s "
+        f"(seed {args.seed}, size {args.size}, layout {args.layout})"
+    )
     return 0
 
 

@@ -1,4 +1,4 @@
-"""CMRxRecon2024 data: ``.mat`` I/O, the dataset index and datalist, and the per-sample loader.
+"""CMRxRecon2023/2024 data: ``.mat`` I/O, the dataset index and datalist, and the per-sample loader.
 
 ``LoadCMRSliced`` and ``load_volume`` (:mod:`bundle.data.loading`) and ``make_demo_dataset``
 (:mod:`bundle.data.demo`) pull in MONAI, so they are imported on first access: indexing a dataset stays cheap
@@ -10,13 +10,17 @@ from __future__ import annotations
 import importlib
 
 from .index import (
+    ACS_WIDTHS,
     DEFAULT_EXCLUDE,
     DEFAULT_TRIMS,
+    LAYOUTS,
     FileRecord,
     assign_groups,
     build_datalist,
     build_items,
+    detect_layout,
     find_multicoil,
+    item_acs_width,
     load_split,
     parse_pattern,
     save_split,
@@ -42,6 +46,8 @@ __all__ = [
     "FileRecord",
     "scan_dataset",
     "find_multicoil",
+    "detect_layout",
+    "item_acs_width",
     "build_items",
     "build_datalist",
     "split_by_patient",
@@ -56,6 +62,8 @@ __all__ = [
     "LoadCMRSliced",
     "DEFAULT_EXCLUDE",
     "DEFAULT_TRIMS",
+    "LAYOUTS",
+    "ACS_WIDTHS",
     "make_demo_dataset",
 ]
 

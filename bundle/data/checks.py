@@ -1,4 +1,4 @@
-"""Validate a CMRxRecon2024 tree before a run: every k-space file, its masks and (optionally) every slab.
+"""Validate a CMRxRecon2023/2024 tree before a run: every k-space file, its masks and (optionally) every slab.
 
 The checks mirror what the pipeline would trip over (:func:`~bundle.data.index.scan_dataset`,
 :class:`~bundle.data.loading.LoadCMRSliced`), but never raise for a data problem: each one becomes a
@@ -6,12 +6,14 @@ The checks mirror what the pipeline would trip over (:func:`~bundle.data.index.s
 
 ==================  ====================================================================================
 ``unreadable``      missing, not HDF5/MAT, truncated or corrupt (also when only a slab read fails)
-``missing_key``     no expected variable (``kspace_full``/``kus``/``mask``) and no single one to fall back to
+``missing_key``     no expected variable (``kspace_full``, ``kus``, ``kspace_sub<NN>``, ``mask``, ``mask<NN>``)
+                    and no single one to fall back to
 ``bad_shape``       k-space not 4-D ``(nz, nc, ny, nx)`` / 5-D ``(nt, nz, nc, ny, nx)``, or an empty axis
-``mask_mismatch``   mask is not Task 1 ``(ny, nx)`` / Task 2 ``(nt, ny, nx)`` of its k-space
+``mask_mismatch``   mask is not Task 1 or 2023 ``(ny, nx)`` / Task 2 ``(nt, ny, nx)`` of its k-space
 ``non_finite``      NaN or Inf in a k-space slab (``z``, ``t`` set) or in a mask
 ``all_zero_slice``  a k-space slab ``(t, z)`` holds only zeros
-``missing_mask``    an undersampled file has no mask file next to it (the loader would infer one)
+``missing_mask``    an undersampled file has no mask file (2024: in the ``Mask_Task*`` folder, 2023:
+                    ``<stem>_mask.mat`` beside it); the loader would infer one
 ==================  ====================================================================================
 
 Problems about a mask file carry the k-space file in ``path`` and the mask file in ``mask``, so a problem
@@ -25,7 +27,6 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -38,7 +39,7 @@ from ..errors import (
     NonFiniteDataError,
     ShapeError,
 )
-from .index import FileRecord, _kus_to_mask_path, _mask_task, scan_dataset
+from .index import FileRecord, _expected_mask_path, _mask_task, scan_dataset
 from .matio import MatSliceReader, read_mat
 
 __all__ = [
@@ -122,8 +123,16 @@ def _check_header(record: FileRecord, reader: MatSliceReader) -> list[Problem]:
 
 
 def _expected_mask_shapes(task: int | None, nt: int, ny: int, nx: int) -> list[tuple[int, ...]]:
-    # The folder (Mask_Task1 / Mask_Task2) says which form the mask must take; unknown folders accept both.
+    # The folder (Mask_Task1 / Mask_Task2) says which form the mask must take; other folders (a 2023
+    # AccFactor folder, whose masks are (ny, nx)) accept both forms, as the loader does.
     return {1: [(ny, nx)], 2: [(nt, ny, nx)]}.get(task, [(ny, nx), (nt, ny, nx)])
+
+
+def _mask_origin(record: FileRecord, task: int | None) -> str:
+    """How the mismatch message names the mask's kind: ``Task 1``, ``Task 2``, a 2023 mask, or either task."""
+    if task is not None:
+        return f"Task {task}"
+    return "a CMRxRecon2023 mask" if record.layout == "2023" else "Task 1 or 2"
 
 
 def _check_mask(record: FileRecord, mask_path: str) -> list[Problem]:
@@ -142,7 +151,7 @@ def _check_mask(record: FileRecord, mask_path: str) -> list[Problem]:
                 record.path,
                 "mask_mismatch",
                 f"mask file {mask_path}: shape {mask.shape} does not fit k-space of shape {record.shape}; "
-                f"expected {forms} for Task {task or '1 or 2'}",
+                f"expected {forms} for {_mask_origin(record, task)}",
                 mask=mask_path,
             )
         ]
@@ -154,7 +163,7 @@ def _check_mask(record: FileRecord, mask_path: str) -> list[Problem]:
 def _check_masks(record: FileRecord) -> list[Problem]:
     if record.kind == "undersampled":
         if record.mask_path is None:
-            expected = _kus_to_mask_path(Path(record.path))
+            expected = _expected_mask_path(record.path)
             return [Problem(record.path, "missing_mask", f"no mask file {expected}", mask=None)]
         return _check_mask(record, record.mask_path)
     return [p for _, mask_path in record.masks for p in _check_mask(record, mask_path)]

@@ -1,4 +1,4 @@
-"""Synthetic CMRxRecon2024 dataset in the official ``ChallengeData/MultiCoil`` layout and file format.
+"""Synthetic CMRxRecon2024 or CMRxRecon2023 dataset in the official ``ChallengeData/MultiCoil`` layout and format.
 
 Real challenge data cannot be redistributed, so the demo training, the tests and the documentation run on
 this stand-in. It has the official folders, file names, variable names, MATLAB v7.3 format, axis orders,
@@ -6,7 +6,7 @@ frame counts, several matrix sizes per series (so shape grouping is exercised), 
 files, and the unseen contrasts (Flow2d, BlackBlood) only in the ValidationSet. Images come from
 :mod:`bundle.data.phantom`; masks from :mod:`bundle.transforms.masks`.
 
-Layout written under ``root/ChallengeData/MultiCoil`` (data.md section 1)::
+CMRxRecon2024 layout (the default), written under ``root/ChallengeData/MultiCoil``::
 
     <Modality>/TrainingSet/FullSample/Pxxx/<stem>.mat                               kspace_full
     <Modality>/TrainingSet/Mask_Task1/Pxxx/<stem>_mask_Uniform{4,8,10}.mat           mask (ny, nx)
@@ -15,6 +15,14 @@ Layout written under ``root/ChallengeData/MultiCoil`` (data.md section 1)::
     <Modality>/ValidationSet/Mask_Task1/Pxxx/<stem>_mask_Uniform{4,8,10}.mat
     <Modality>/ValidationSet/UnderSample_Task2/Pxxx/<stem>_kus_kt<Pattern><R>.mat    (see VAL_TASK2_STEMS)
     <Modality>/ValidationSet/Mask_Task2/Pxxx/<stem>_mask_kt<Pattern><R>.mat
+
+CMRxRecon2023 layout (``layout='2023'``): the series of :data:`SERIES_2023` only, Uniform masks with 24 ACS
+lines and matrices of at least :data:`MIN_NY_2023` ky lines::
+
+    {Cine,Mapping}/TrainingSet/FullSample/Pxxx/<stem>.mat                            kspace_full
+    {Cine,Mapping}/{TrainingSet,ValidationSet}/AccFactor{04,08,10}/Pxxx/<stem>.mat   kspace_sub04 / 08 / 10
+    {Cine,Mapping}/{TrainingSet,ValidationSet}/AccFactor{04,08,10}/Pxxx/<stem>_mask.mat   mask04 / 08 / 10 (ny, nx)
+    Mapping/.../Pxxx/{T1map,T2map}.csv              inversion / echo time per frame, beside each Mapping .mat
 
 Patients are numbered from P001 in each split. Every array is a deterministic function of
 ``(seed, split, patient, series)``, so the same seed gives identical arrays whatever else changes.
@@ -32,12 +40,15 @@ import numpy as np
 
 from ..mri import rhu
 from ..transforms.masks import make_mask
+from .index import ACS_WIDTHS, LAYOUTS
 from .matio import write_mat
 from .phantom import random_anatomy, synthesize_kspace
 
 __all__ = [
     "SIZES",
     "SERIES",
+    "SERIES_2023",
+    "MIN_NY_2023",
     "SizePreset",
     "SeriesSpec",
     "resolve_size",
@@ -56,6 +67,10 @@ VAL_TASK2_STEMS = ("cine_lax", "T1map")
 MARKER = "DEMO_DATASET.txt"
 _MIN_NY = 24  # 16 ACS lines plus a few undersampled lines on each side
 _MIN_NX = 32
+#: Smallest ny of a CMRxRecon2023 demo file: its 24 ACS lines plus a few undersampled lines on each side.
+MIN_NY_2023 = 32
+#: The series of CMRxRecon2023 (Cine and Mapping only).
+SERIES_2023 = ("cine_sax", "cine_lax", "T1map", "T2map")
 
 
 @dataclass(frozen=True)
@@ -128,11 +143,17 @@ def _scaled(n: int, scale: float, minimum: int) -> int:
     return max(minimum, 2 * rhu(n * scale / 2))
 
 
-def series_shape(stem: str, preset: SizePreset) -> list[tuple[int, int]]:
-    """The ``(nx, ny)`` variants of ``stem`` at ``preset``; variants stay distinct (ny falls by >= 2 each)."""
-    shapes = [
-        (_scaled(nx, preset.scale, _MIN_NX), _scaled(ny, preset.scale, _MIN_NY)) for nx, ny in SERIES[stem].shapes
-    ]
+def _min_ny(layout: str) -> int:
+    return MIN_NY_2023 if layout == "2023" else _MIN_NY
+
+
+def series_shape(stem: str, preset: SizePreset, layout: str = "2024") -> list[tuple[int, int]]:
+    """The ``(nx, ny)`` variants of ``stem`` at ``preset``; variants stay distinct (ny falls by >= 2 each).
+
+    ``layout='2023'`` raises the smallest ny to :data:`MIN_NY_2023`, room for the 2023 masks' 24 ACS lines.
+    """
+    min_ny = _min_ny(layout)
+    shapes = [(_scaled(nx, preset.scale, _MIN_NX), _scaled(ny, preset.scale, min_ny)) for nx, ny in SERIES[stem].shapes]
     # Clamping to the minimum can merge variants; push the earlier (larger) ones up instead.
     for i in range(len(shapes) - 2, -1, -1):
         nx, ny = shapes[i]
@@ -159,10 +180,12 @@ def _plan(split: str, patient: int, preset: SizePreset) -> list[str]:
     return stems
 
 
-def _series_dims(stem: str, split: str, patient: int, preset: SizePreset, rng: np.random.Generator):
+def _series_dims(
+    stem: str, split: str, patient: int, preset: SizePreset, rng: np.random.Generator, layout: str = "2024"
+):
     """``(nt, nz, ny, nx)`` of one file. Matrix variants rotate over patients so that each appears."""
     spec = SERIES[stem]
-    shapes = series_shape(stem, preset)
+    shapes = series_shape(stem, preset, layout)
     nx, ny = shapes[(patient + (split == "ValidationSet")) % len(shapes)]
     nz_real = int(rng.integers(spec.nz_range[0], spec.nz_range[1] + 1))
     nz = max(1, min(nz_real, rhu(nz_real * preset.nz_scale)))
@@ -211,39 +234,56 @@ def _patient_index(patient: str) -> int:
     return int(patient[1:]) - 1
 
 
-def _series(stem: str, split: str, p: int, preset: SizePreset, seed: int, anatomy=None) -> np.ndarray:
+def _series(
+    stem: str, split: str, p: int, preset: SizePreset, seed: int, anatomy=None, layout: str = "2024"
+) -> np.ndarray:
     """Fully sampled k-space of one file, in file order (5-D; 4-D for BlackBlood)."""
     code, s = _split_code(split), list(SERIES).index(stem)
     if anatomy is None:
         anatomy = random_anatomy(_rng(seed, code, p))
     series_rng = _rng(seed, code, p, s, 0)
-    nt, nz, ny, nx = _series_dims(stem, split, p, preset, series_rng)
+    nt, nz, ny, nx = _series_dims(stem, split, p, preset, series_rng, layout)
     kspace = synthesize_kspace(stem, nt, nz, ny, nx, series_rng, nc=NUM_COILS, anatomy=anatomy)
     return kspace[0] if stem == "blackblood" else kspace  # BlackBlood files have no time axis
 
 
+def _check_layout(layout) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(repr(x) for x in LAYOUTS)}, got {layout!r}")
+    return layout
+
+
 def series_kspace(
-    stem: str, patient: str, split: str = "TrainingSet", seed: int = 0, size: str | float = "small"
+    stem: str,
+    patient: str,
+    split: str = "TrainingSet",
+    seed: int = 0,
+    size: str | float = "small",
+    layout: str = "2024",
 ) -> np.ndarray:
     """The fully sampled k-space behind one file of the demo tree, exactly as :func:`make_demo_dataset` makes it.
 
     For a TrainingSet file this is its ``kspace_full``; for a ValidationSet file it is the ground truth the
-    ``kus`` files were undersampled from (the official tree has none), e.g. to score the demo's inference.
+    undersampled files (``kus``, or ``kspace_sub<NN>`` in 2023) were made from (the official tree has none),
+    e.g. to score the demo's inference.
 
     Args:
-        stem: a series name from :data:`SERIES`, e.g. ``'cine_sax'``.
+        stem: a series name from :data:`SERIES` (from :data:`SERIES_2023` for ``layout='2023'``), e.g.
+            ``'cine_sax'``.
         patient: ``'P001'``, ``'P002'``, ... (numbered from P001 in each split).
         split: ``'TrainingSet'`` or ``'ValidationSet'``.
-        seed, size: as given to :func:`make_demo_dataset`.
+        seed, size, layout: as given to :func:`make_demo_dataset`.
 
     Returns:
         complex64 ``(nt, nz, nc, ny, nx)``, or ``(nz, nc, ny, nx)`` for ``blackblood`` (h5py order).
     """
-    if stem not in SERIES:
-        raise ValueError(f"unknown series {stem!r}; expected one of {', '.join(SERIES)}")
+    layout = _check_layout(layout)
+    stems = SERIES_2023 if layout == "2023" else tuple(SERIES)
+    if stem not in stems:
+        raise ValueError(f"unknown series {stem!r} for layout {layout}; expected one of {', '.join(stems)}")
     if split not in ("TrainingSet", "ValidationSet"):
         raise ValueError(f"split must be 'TrainingSet' or 'ValidationSet', got {split!r}")
-    return _series(stem, split, _patient_index(patient), resolve_size(size), _check_seed(seed))
+    return _series(stem, split, _patient_index(patient), resolve_size(size), _check_seed(seed), layout=layout)
 
 
 def _prepare_root(root: Path, overwrite: bool) -> Path:
@@ -266,44 +306,8 @@ def _prepare_root(root: Path, overwrite: bool) -> Path:
     return challenge
 
 
-def make_demo_dataset(
-    root: str | Path,
-    seed: int = 0,
-    size: str | float = "small",
-    overwrite: bool = False,
-    num_train_patients: int | None = None,
-    num_val_patients: int | None = None,
-) -> Path:
-    """Write a synthetic CMRxRecon2024 tree under ``root`` and return ``root/ChallengeData/MultiCoil``.
-
-    Args:
-        root: output folder; only ``root/ChallengeData`` and ``root/DEMO_DATASET.txt`` are written.
-        seed: non-negative integer; the same seed gives identical arrays.
-        size: ``'small'`` (default; CPU demo, about 250 MB), ``'medium'`` (half the real matrix, about 4 GB),
-            ``'real'`` (real shapes and slice counts, about 25 GB), ``'tiny'`` (unit tests) or a scale factor
-            in (0, 1] (6 training and 2 validation patients).
-        overwrite: replace an existing non-empty ``root/ChallengeData``; without it that is an error.
-        num_train_patients, num_val_patients: override the preset's patient counts. Training patient P002
-            has no Aorta and P005 no Tagging, and matrix variants rotate over patients, so two training
-            patients are needed for two cine_sax and cine_lax matrix sizes.
-
-    Raises:
-        FileExistsError: ``root/ChallengeData`` exists and is not empty, and ``overwrite`` is false.
-        ValueError: a bad ``seed``, ``size`` or patient count.
-    """
-    seed = _check_seed(seed)
-    preset = resolve_size(size)
-    n_train = preset.train_patients if num_train_patients is None else num_train_patients
-    n_val = preset.val_patients if num_val_patients is None else num_val_patients
-    for name, n in (("num_train_patients", n_train), ("num_val_patients", n_val)):
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= 999:
-            raise ValueError(f"{name} must be an integer in [0, 999], got {n!r}")
-    if n_train + n_val == 0:
-        raise ValueError("the dataset needs at least one patient")
-
-    root = Path(root)
-    challenge = _prepare_root(root, overwrite)
-    multicoil = challenge / "MultiCoil"
+def _write_2024(multicoil: Path, seed: int, preset: SizePreset, n_train: int, n_val: int) -> dict[str, int]:
+    """Write the CMRxRecon2024 tree; returns the number of files written per variable."""
     stems = list(SERIES)
     counts = {"kspace_full": 0, "kus": 0, "mask": 0}
     for split, n_patients in (("TrainingSet", n_train), ("ValidationSet", n_val)):
@@ -345,14 +349,134 @@ def make_demo_dataset(
                     )
                     counts["mask"] += 1
                     counts["kus"] += 1
+    return counts
 
-    (root / MARKER).write_text(
-        "SYNTHETIC DATA - not CMRxRecon2024. Numerical phantom written by bundle.data.demo.make_demo_dataset\n"
-        "in the official ChallengeData/MultiCoil layout and MATLAB v7.3 format, for demos and tests only.\n"
-        f"seed: {seed}\n"
+
+def _mask_2023(rate: int, nx: int, ny: int) -> np.ndarray:
+    """A CMRxRecon2023 mask in file (h5py) order ``(ny, nx)``, float64 0/1: Uniform, 24 ACS lines."""
+    return make_mask("Uniform", rate, 1, nx, ny, acs_width=ACS_WIDTHS["2023"])[0].T.astype(np.float64)
+
+
+def _frame_times(stem: str, nt: int) -> tuple[str, list[float]]:
+    """``(csv header, one time per frame)`` of a mapping series, in ms (plausible, not from a real scan).
+
+    T1map: MOLLI-like inversion times, three per inversion 1 s apart; T2map: T2-preparation echo times
+    0, 35, 55, ... ms.
+    """
+    if stem == "T1map":
+        return "InversionTime_ms", [100.0 + 80.0 * (i % 3) + 1000.0 * (i // 3) for i in range(nt)]
+    return "EchoTime_ms", [0.0] + [35.0 + 20.0 * k for k in range(nt - 1)]
+
+
+def _write_times_csv(folder: Path, stem: str, nt: int) -> None:
+    """``<stem>.csv`` beside a 2023 mapping file: a header line, then one time per frame."""
+    header, times = _frame_times(stem, nt)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.csv").write_text("\n".join([header, *(f"{t:g}" for t in times)]) + "\n")
+
+
+def _write_2023_file(folder: Path, stem: str, nt: int, **arrays) -> int:
+    """Write ``folder/<stem>.mat`` (and the times CSV of a mapping series); returns the number of CSVs."""
+    write_mat(folder / f"{stem}.mat", **arrays)
+    if SERIES[stem].modality != "Mapping":
+        return 0
+    _write_times_csv(folder, stem, nt)
+    return 1
+
+
+def _write_2023(multicoil: Path, seed: int, preset: SizePreset, n_train: int, n_val: int) -> dict[str, int]:
+    """Write the CMRxRecon2023 tree; returns the number of files written per variable (and CSVs)."""
+    counts = {"kspace_full": 0, "kspace_sub": 0, "mask": 0, "csv": 0}
+    for split, n_patients in (("TrainingSet", n_train), ("ValidationSet", n_val)):
+        code = _split_code(split)
+        for p in range(n_patients):
+            pid = f"P{p + 1:03d}"
+            anatomy = random_anatomy(_rng(seed, code, p))
+            for stem in SERIES_2023:
+                kspace = _series(stem, split, p, preset, seed, anatomy, layout="2023")
+                nt, ny, nx = kspace.shape[0], kspace.shape[-2], kspace.shape[-1]
+                base = multicoil / SERIES[stem].modality / split
+                if split == "TrainingSet":  # the 2023 ValidationSet ships undersampled files only
+                    counts["csv"] += _write_2023_file(base / "FullSample" / pid, stem, nt, kspace_full=kspace)
+                    counts["kspace_full"] += 1
+                for rate in TASK1_RATES:
+                    folder = base / f"AccFactor{rate:02d}" / pid
+                    mask = _mask_2023(rate, nx, ny)
+                    sub = {f"kspace_sub{rate:02d}": _undersample(kspace, mask)}
+                    counts["csv"] += _write_2023_file(folder, stem, nt, **sub)
+                    write_mat(folder / f"{stem}_mask.mat", **{f"mask{rate:02d}": mask})
+                    counts["kspace_sub"] += 1
+                    counts["mask"] += 1
+    return counts
+
+
+def _marker_text(layout: str, seed: int, preset: SizePreset, n_train: int, n_val: int, counts) -> str:
+    """Text of ``DEMO_DATASET.txt``; the CMRxRecon2024 text is kept exactly as it always was."""
+    if layout == "2024":
+        head = (
+            "SYNTHETIC DATA - not CMRxRecon2024. Numerical phantom written by bundle.data.demo.make_demo_dataset\n"
+            "in the official ChallengeData/MultiCoil layout and MATLAB v7.3 format, for demos and tests only.\n"
+        )
+    else:
+        head = (
+            "SYNTHETIC DATA - not CMRxRecon2023. Numerical phantom written by bundle.data.demo.make_demo_dataset\n"
+            "in the official CMRxRecon2023 ChallengeData/MultiCoil layout (AccFactor04/08/10 folders) and\n"
+            "MATLAB v7.3 format, for demos and tests only.\n"
+            "layout: CMRxRecon2023\n"
+        )
+    files = ", ".join(f"{n} {name}" for name, n in counts.items())
+    return (
+        head + f"seed: {seed}\n"
         f"size: {preset.name} (scale {preset.scale:g}, nz scale {preset.nz_scale:g})\n"
         f"training patients: {n_train}\n"
         f"validation patients: {n_val}\n"
-        f"files: {counts['kspace_full']} kspace_full, {counts['kus']} kus, {counts['mask']} mask\n"
+        f"files: {files}\n"
     )
+
+
+def make_demo_dataset(
+    root: str | Path,
+    seed: int = 0,
+    size: str | float = "small",
+    overwrite: bool = False,
+    num_train_patients: int | None = None,
+    num_val_patients: int | None = None,
+    layout: str = "2024",
+) -> Path:
+    """Write a synthetic CMRxRecon2024 (or 2023) tree under ``root`` and return ``root/ChallengeData/MultiCoil``.
+
+    Args:
+        root: output folder; only ``root/ChallengeData`` and ``root/DEMO_DATASET.txt`` are written.
+        seed: non-negative integer; the same seed gives identical arrays.
+        size: ``'small'`` (default; CPU demo, about 250 MB), ``'medium'`` (half the real matrix, about 4 GB),
+            ``'real'`` (real shapes and slice counts, about 25 GB), ``'tiny'`` (unit tests) or a scale factor
+            in (0, 1] (6 training and 2 validation patients).
+        overwrite: replace an existing non-empty ``root/ChallengeData``; without it that is an error.
+        num_train_patients, num_val_patients: override the preset's patient counts. Training patient P002
+            has no Aorta and P005 no Tagging, and matrix variants rotate over patients, so two training
+            patients are needed for two cine_sax and cine_lax matrix sizes.
+        layout: ``'2024'`` (default) or ``'2023'``: the CMRxRecon2023 tree of the module docstring (Cine and
+            Mapping only, AccFactor folders, masks beside their k-space, times CSVs in Mapping folders).
+
+    Raises:
+        FileExistsError: ``root/ChallengeData`` exists and is not empty, and ``overwrite`` is false.
+        ValueError: a bad ``seed``, ``size``, ``layout`` or patient count.
+    """
+    seed = _check_seed(seed)
+    layout = _check_layout(layout)
+    preset = resolve_size(size)
+    n_train = preset.train_patients if num_train_patients is None else num_train_patients
+    n_val = preset.val_patients if num_val_patients is None else num_val_patients
+    for name, n in (("num_train_patients", n_train), ("num_val_patients", n_val)):
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= 999:
+            raise ValueError(f"{name} must be an integer in [0, 999], got {n!r}")
+    if n_train + n_val == 0:
+        raise ValueError("the dataset needs at least one patient")
+
+    root = Path(root)
+    challenge = _prepare_root(root, overwrite)
+    multicoil = challenge / "MultiCoil"
+    write = _write_2023 if layout == "2023" else _write_2024
+    counts = write(multicoil, seed, preset, n_train, n_val)
+    (root / MARKER).write_text(_marker_text(layout, seed, preset, n_train, n_val, counts))
     return multicoil

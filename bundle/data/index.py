@@ -1,14 +1,30 @@
-"""Index of a CMRxRecon2024 ``MultiCoil`` tree: files, masks, shape groups, 2-D items and the patient split.
+"""Index of a CMRxRecon ``MultiCoil`` tree: files, masks, shape groups, 2-D items and the patient split.
 
-The tree (spec ``data.md`` §1)::
+Two challenge releases are understood. Which one a tree is comes from its folder names (:func:`detect_layout`)
+and is stored per file in :attr:`FileRecord.layout`.
+
+CMRxRecon2024 (``'2024'``): six modalities; undersampled files only in the ValidationSet and TestSet, named
+after their pattern and acceleration, with the mask in a parallel ``Mask_Task*`` folder::
 
     MultiCoil/<Modality>/TrainingSet/FullSample/Pxxx/<stem>.mat                  kspace_full
     MultiCoil/<Modality>/TrainingSet/Mask_Task{1,2}/Pxxx/<stem>_mask_<P><R>.mat  mask
     MultiCoil/<Modality>/{ValidationSet,TestSet}/UnderSample_Task{1,2}/Pxxx/<stem>_kus_<P><R>.mat  kus
     MultiCoil/<Modality>/{ValidationSet,TestSet}/Mask_Task{1,2}/Pxxx/<stem>_mask_<P><R>.mat
 
+CMRxRecon2023 (``'2023'``): Cine (``cine_sax``, ``cine_lax``) and Mapping (``T1map``, ``T2map``) only; equispaced
+(Uniform) sampling whose acceleration is the folder name, with 24 ACS lines instead of 16; the mask sits next
+to its k-space file. The TrainingSet has FullSample *and* AccFactor folders, the other sets AccFactor only::
+
+    MultiCoil/{Cine,Mapping}/TrainingSet/FullSample/Pxxx/<stem>.mat                    kspace_full
+    MultiCoil/{Cine,Mapping}/<Set>/AccFactor{04,08,10}/Pxxx/<stem>.mat                 kspace_sub04 / 08 / 10
+    MultiCoil/{Cine,Mapping}/<Set>/AccFactor{04,08,10}/Pxxx/<stem>_mask.mat            mask04 / 08 / 10
+
+The AccFactor masks of a training patient double as the official masks of its full-sample file (named
+``Uniform4``, ``Uniform8``, ``Uniform10``), like the ``Mask_Task*`` files of 2024. Mapping folders of 2023 also
+hold ``.csv`` files of inversion/echo times; only ``.mat`` files are ever read.
+
 Scanning reads only HDF5 metadata (shapes), never k-space. Shapes are in h5py order
-``(nt, nz, nc, ny, nx)``; 4-D BlackBlood files get ``nt = 1``.
+``(nt, nz, nc, ny, nx)`` in both releases; 4-D BlackBlood files get ``nt = 1``.
 
 Items are plain JSON-serialisable dicts (a MONAI datalist), one per ``(z, t)`` target (and per mask when
 several official masks are selected), consumed by :class:`bundle.data.loading.LoadCMRSliced`.
@@ -33,9 +49,13 @@ from .matio import mat_shape
 
 __all__ = [
     "SPLITS",
+    "LAYOUTS",
+    "ACS_WIDTHS",
     "DEFAULT_EXCLUDE",
     "DEFAULT_TRIMS",
     "FileRecord",
+    "detect_layout",
+    "item_acs_width",
     "series_type",
     "series_view",
     "parse_pattern",
@@ -55,10 +75,17 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("TrainingSet", "ValidationSet", "TestSet")
 
-#: Training files holding only background or unusable data (``data.md`` §4), as ``<patient>_<series>``.
+#: Challenge releases whose tree layout is understood (see the module docstring).
+LAYOUTS = ("2023", "2024")
+
+#: Width, in ky lines, of the fully sampled centre (ACS band) of the official masks of each release.
+ACS_WIDTHS: Mapping[str, int] = MappingProxyType({"2023": 24, "2024": 16})
+
+#: CMRxRecon2024 training files holding only background or unusable data, as ``<patient>_<series>``. Patient
+#: ids are numbered per release, so these names say nothing about a CMRxRecon2023 tree.
 DEFAULT_EXCLUDE: tuple[str, ...] = ("P077_aorta_sag", "P105_tagging", "P065_aorta_sag", "P117_aorta_tra")
 
-#: Training files to trim (``data.md`` §4). Frames are the first h5py axis, slices the second; whether the
+#: CMRxRecon2024 training files to trim. Frames are the first h5py axis, slices the second; whether the
 #: reference meant exactly this is uncertain, so the table is overridable (pass ``{}`` to disable).
 DEFAULT_TRIMS: Mapping[str, Mapping[str, object]] = MappingProxyType(
     {
@@ -75,6 +102,8 @@ _KUS_NAME = re.compile(r"^(?P<stem>.+?)_kus_(?P<name>[A-Za-z]+\d+)$")
 _MASK_NAME = re.compile(r"^(?P<stem>.+?)_mask_(?P<name>[A-Za-z]+\d+)$")
 _UNDERSAMPLE_DIR = re.compile(r"^UnderSample_Task(\d+)$")
 _MASK_DIR = re.compile(r"^Mask_Task(\d+)$")
+_ACCFACTOR_DIR = re.compile(r"^AccFactor(\d+)$")
+_MASK_2023_SUFFIX = "_mask"  # 2023: <stem>_mask.mat beside <stem>.mat
 
 
 # --------------------------------------------------------------------------------------------------- naming
@@ -133,6 +162,7 @@ class FileRecord:
     ny: int
     nx: int
     group: str | None = None
+    layout: str = "2024"  # '2023' | '2024': the challenge release whose layout the file is in
 
     @property
     def shape_key(self) -> str:
@@ -147,6 +177,11 @@ class FileRecord:
     def series_type(self) -> str:
         return series_type(self.series)
 
+    @property
+    def acs_width(self) -> int:
+        """ACS lines of this release's official masks: 24 for CMRxRecon2023, 16 for CMRxRecon2024."""
+        return ACS_WIDTHS[self.layout]
+
 
 def find_multicoil(root: str | os.PathLike) -> Path:
     """The ``MultiCoil`` folder for ``root``: that folder, its parent ``ChallengeData``, or a folder above."""
@@ -157,8 +192,46 @@ def find_multicoil(root: str | os.PathLike) -> Path:
         if cand.is_dir() and any((m / s).is_dir() for m in cand.iterdir() if m.is_dir() for s in SPLITS):
             return cand
     raise EmptyDatasetError.at(
-        root, "no CMRxRecon2024 MultiCoil tree here (expected [ChallengeData/][MultiCoil/]<Modality>/TrainingSet/...)"
+        root,
+        "no CMRxRecon2023/2024 MultiCoil tree here (expected [ChallengeData/][MultiCoil/]<Modality>/TrainingSet/...)",
     )
+
+
+def _folder_layout(split_dir: Path) -> str | None:
+    """The layout a ``<Modality>/<Split>`` folder's sub-folders name, or ``None`` when they name none.
+
+    ``AccFactor*`` is CMRxRecon2023; ``UnderSample_Task*`` or ``Mask_Task*`` is CMRxRecon2024; a lone
+    ``FullSample`` exists in both.
+    """
+    if not split_dir.is_dir():
+        return None
+    names = [p.name for p in _subdirs(split_dir)]
+    if any(_ACCFACTOR_DIR.match(n) for n in names):
+        return "2023"
+    if any(_UNDERSAMPLE_DIR.match(n) or _MASK_DIR.match(n) for n in names):
+        return "2024"
+    return None
+
+
+def _tree_layout(multicoil: Path) -> str:
+    """``'2023'`` when any split folder of the tree has ``AccFactor*`` folders, else ``'2024'``."""
+    for modality_dir in _subdirs(multicoil):
+        if any(_folder_layout(modality_dir / split) == "2023" for split in SPLITS):
+            return "2023"
+    return "2024"
+
+
+def detect_layout(root: str | os.PathLike) -> str:
+    """The challenge release of the tree under ``root``: ``'2023'`` or ``'2024'`` (folder names only).
+
+    The tree is CMRxRecon2023 when any ``<Modality>/<Split>`` folder holds an ``AccFactor*`` folder, and
+    CMRxRecon2024 otherwise. A tree of FullSample folders alone cannot be told apart by its names (both releases
+    have ``cine_sax``, ``T1map``, ...), so it counts as CMRxRecon2024.
+
+    Raises:
+        EmptyDatasetError: no ``MultiCoil`` tree under ``root`` (see :func:`find_multicoil`).
+    """
+    return _tree_layout(find_multicoil(root))
 
 
 def training_patients(root: str | os.PathLike) -> list[str]:
@@ -182,17 +255,34 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def _official_masks(split_dir: Path) -> dict[tuple[str, str], list[tuple[str, str]]]:
-    """``(patient, stem) -> [(mask name, path), ...]`` over every ``Mask_Task*`` folder of a split."""
+    """``(patient, stem) -> [(mask name, path), ...]`` over the mask folders of a split.
+
+    CMRxRecon2024: every ``Mask_Task*/Pxxx/<stem>_mask_<P><R>.mat``. CMRxRecon2023: every
+    ``AccFactorXX/Pxxx/<stem>_mask.mat``, named ``Uniform<XX>`` (2023 sampling is always equispaced).
+    """
     found: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for task_dir in sorted(split_dir.iterdir()):
-        if not (task_dir.is_dir() and _MASK_DIR.match(task_dir.name)):
+    for sub in _subdirs(split_dir):
+        task_match, acc_match = _MASK_DIR.match(sub.name), _ACCFACTOR_DIR.match(sub.name)
+        if task_match is None and acc_match is None:
             continue
-        for patient_dir in _subdirs(task_dir):
+        for patient_dir in _subdirs(sub):
             for f in _mat_files(patient_dir):
-                m = _MASK_NAME.match(f.stem)
-                if m:
-                    found.setdefault((patient_dir.name, m["stem"]), []).append((m["name"], str(f)))
+                if task_match is not None:
+                    m = _MASK_NAME.match(f.stem)
+                    named = (m["stem"], m["name"]) if m else None
+                else:
+                    named = (_mask_2023_stem(f), f"Uniform{int(acc_match.group(1))}") if _is_mask_2023(f) else None
+                if named is not None:
+                    found.setdefault((patient_dir.name, named[0]), []).append((named[1], str(f)))
     return found
+
+
+def _is_mask_2023(path: Path) -> bool:
+    return path.stem.endswith(_MASK_2023_SUFFIX)
+
+
+def _mask_2023_stem(path: Path) -> str:
+    return path.stem[: -len(_MASK_2023_SUFFIX)]
 
 
 def _kus_to_mask_path(path: Path) -> Path:
@@ -200,6 +290,19 @@ def _kus_to_mask_path(path: Path) -> Path:
     task_dir = path.parent.parent
     mask_dir = task_dir.parent / task_dir.name.replace("UnderSample_Task", "Mask_Task") / path.parent.name
     return mask_dir / path.name.replace("_kus_", "_mask_")
+
+
+def _sibling_mask_path(path: Path) -> Path:
+    """CMRxRecon2023: the mask of ``AccFactorXX/Pxxx/<stem>.mat`` is ``<stem>_mask.mat`` in the same folder."""
+    return path.with_name(f"{path.stem}{_MASK_2023_SUFFIX}{path.suffix}")
+
+
+def _expected_mask_path(path: str | os.PathLike) -> Path:
+    """Where the mask of an undersampled file should be, in either layout (the file need not exist)."""
+    path = Path(path)
+    if _ACCFACTOR_DIR.match(path.parent.parent.name):
+        return _sibling_mask_path(path)
+    return _kus_to_mask_path(path)
 
 
 def _record(path: Path, series: str, **fields) -> FileRecord:
@@ -223,47 +326,76 @@ def _record(path: Path, series: str, **fields) -> FileRecord:
     )
 
 
-def _scan_split(
-    split_dir: Path, modality: str, split: str, on_error: Callable[[CMRDataError], None] | None = None
-) -> list[FileRecord]:
-    """Records of one ``<Modality>/<Split>`` folder: ``FullSample`` and every ``UnderSample_Task*``.
+def _full_fields(f: Path, masks: Mapping[tuple[str, str], list], layout: str) -> tuple[str, dict]:
+    """``(series, record fields)`` of a ``FullSample`` file, with its official masks."""
+    found = tuple(masks.get((f.parent.name, f.stem), ()))
+    fields = dict(kind="full", task=None, pattern=None, acceleration=None, mask_path=None, masks=found)
+    return f.stem, {**fields, "layout": layout}
 
-    A file whose metadata cannot be read raises, or is passed to ``on_error`` and skipped when that is given.
+
+def _kus_fields(f: Path, task: int) -> tuple[str, dict] | None:
+    """CMRxRecon2024 ``UnderSample_Task<task>/Pxxx/<stem>_kus_<P><R>.mat``; ``None`` for a misnamed file."""
+    km = _KUS_NAME.match(f.stem)
+    if km is None:
+        logger.warning("%s: not named <stem>_kus_<Pattern><R>.mat; skipped", f)
+        return None
+    pattern, acc = parse_pattern(km["name"])
+    mask_file = _kus_to_mask_path(f)
+    mask_path = str(mask_file) if mask_file.is_file() else None
+    fields = dict(kind="undersampled", task=task, pattern=pattern, acceleration=acc, mask_path=mask_path, masks=())
+    return km["stem"], {**fields, "layout": "2024"}
+
+
+def _accfactor_fields(f: Path, acceleration: int) -> tuple[str, dict] | None:
+    """CMRxRecon2023 ``AccFactorXX/Pxxx/<stem>.mat``; ``None`` for ``<stem>_mask.mat`` (a mask, not k-space)."""
+    if _is_mask_2023(f):
+        return None
+    mask_file = _sibling_mask_path(f)
+    mask_path = str(mask_file) if mask_file.is_file() else None
+    fields = dict(kind="undersampled", task=None, pattern="Uniform", acceleration=acceleration, mask_path=mask_path)
+    return f.stem, {**fields, "masks": (), "layout": "2023"}
+
+
+def _file_fields(sub: Path, full_layout: str, masks: Mapping) -> Callable[[Path], tuple[str, dict] | None] | None:
+    """How to describe the files of one sub-folder of a split, or ``None`` for folders holding no k-space."""
+    if sub.name == "FullSample":
+        return lambda f: _full_fields(f, masks, full_layout)
+    task_match = _UNDERSAMPLE_DIR.match(sub.name)
+    if task_match is not None:
+        return lambda f: _kus_fields(f, int(task_match.group(1)))
+    acc_match = _ACCFACTOR_DIR.match(sub.name)
+    if acc_match is not None:
+        return lambda f: _accfactor_fields(f, int(acc_match.group(1)))
+    return None  # Mask_Task*, ImgSnapshot, ...
+
+
+def _scan_split(
+    split_dir: Path,
+    modality: str,
+    split: str,
+    on_error: Callable[[CMRDataError], None] | None = None,
+    tree_layout: str = "2024",
+) -> list[FileRecord]:
+    """Records of one ``<Modality>/<Split>`` folder: ``FullSample``, ``UnderSample_Task*`` and ``AccFactor*``.
+
+    A full-sample file takes the layout its split folder's siblings name, else ``tree_layout``. A file whose
+    metadata cannot be read raises, or is passed to ``on_error`` and skipped when that is given.
     """
     masks = _official_masks(split_dir)
+    full_layout = _folder_layout(split_dir) or tree_layout
     records = []
     for sub in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        task_match = _UNDERSAMPLE_DIR.match(sub.name)
-        if sub.name != "FullSample" and task_match is None:
-            continue  # Mask_Task*, ImgSnapshot, ...
+        describe = _file_fields(sub, full_layout, masks)
+        if describe is None:
+            continue
         for patient_dir in _subdirs(sub):
             for f in _mat_files(patient_dir):
-                if task_match is None:
-                    series, task, pattern, acc, mask_path = f.stem, None, None, None, None
-                    found = tuple(masks.get((patient_dir.name, f.stem), ()))
-                else:
-                    km = _KUS_NAME.match(f.stem)
-                    if km is None:
-                        logger.warning("%s: not named <stem>_kus_<Pattern><R>.mat; skipped", f)
-                        continue
-                    series, task, found = km["stem"], int(task_match.group(1)), ()
-                    pattern, acc = parse_pattern(km["name"])
-                    mask_file = _kus_to_mask_path(f)
-                    mask_path = str(mask_file) if mask_file.is_file() else None
-                kind = "full" if task is None else "undersampled"
+                described = describe(f)
+                if described is None:
+                    continue
+                series, fields = described
                 try:
-                    record = _record(
-                        f,
-                        series,
-                        kind=kind,
-                        split=split,
-                        task=task,
-                        modality=modality,
-                        pattern=pattern,
-                        acceleration=acc,
-                        mask_path=mask_path,
-                        masks=found,
-                    )
+                    record = _record(f, series, split=split, modality=modality, **fields)
                 except (MatFileError, MissingKeyError, ShapeError) as err:
                     if on_error is None:
                         raise
@@ -281,6 +413,9 @@ def scan_dataset(
 ) -> list[FileRecord]:
     """List every k-space file (full-sample and undersampled) under ``root``, reading shapes from metadata.
 
+    Both the CMRxRecon2024 and the CMRxRecon2023 layout are read (see the module docstring); each record says
+    which in ``layout``. ``<stem>_mask.mat`` files of 2023 are masks, never k-space records.
+
     Args:
         root: the ``MultiCoil`` folder, its parent ``ChallengeData``, or a folder holding ``ChallengeData``.
         modalities: keep only these modality folders (case-insensitive), e.g. ``["Cine", "Mapping"]``.
@@ -290,7 +425,9 @@ def scan_dataset(
 
     Returns:
         Records sorted by modality, split, folder, patient and file name, without ``group`` (see
-        :func:`assign_groups`). With ``on_error``, empty when every k-space file found was skipped.
+        :func:`assign_groups`). CMRxRecon2023 undersampled records have ``task=None``, ``pattern='Uniform'``
+        and the acceleration of their ``AccFactorXX`` folder. With ``on_error``, empty when every k-space file
+        found was skipped.
 
     Raises:
         EmptyDatasetError: no tree or no k-space files under ``root`` (also with ``on_error``).
@@ -306,6 +443,7 @@ def scan_dataset(
         skipped += 1
         on_error(err)
 
+    tree_layout = _tree_layout(multicoil)
     records: list[FileRecord] = []
     for modality_dir in _subdirs(multicoil):
         if wanted is not None and modality_dir.name.lower() not in wanted:
@@ -313,10 +451,11 @@ def scan_dataset(
         for split in SPLITS:
             split_dir = modality_dir / split
             if split_dir.is_dir():
-                records.extend(_scan_split(split_dir, modality_dir.name, split, skip if on_error else None))
+                found = _scan_split(split_dir, modality_dir.name, split, skip if on_error else None, tree_layout)
+                records.extend(found)
     # Files that exist but were all skipped are data problems (already reported), not an empty dataset.
     if not records and not skipped:
-        raise EmptyDatasetError.at(root, "no k-space .mat files (FullSample or UnderSample_Task*) found")
+        raise EmptyDatasetError.at(root, "no k-space .mat files (FullSample, UnderSample_Task* or AccFactor*) found")
     return records
 
 
@@ -378,15 +517,52 @@ def _mask_choices(record: FileRecord, mask_names: str | Sequence[str] | None) ->
 
 
 def _mask_task(mask_path: str) -> int | None:
+    """The task of a 2024 ``Mask_Task<k>`` mask file; ``None`` for any other (e.g. a 2023 ``AccFactor`` mask)."""
     m = _MASK_DIR.match(Path(mask_path).parent.parent.name)
     return int(m.group(1)) if m else None
+
+
+def _known_bad(value, default, what: str) -> tuple[object, bool]:
+    """``(table, for 2024 records only)`` from an ``exclude``/``trims`` argument.
+
+    ``'auto'`` is the built-in CMRxRecon2024 table, applied to 2024-layout records only (2023 patient ids are
+    another numbering); any other value applies to every record.
+    """
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"{what} must be 'auto', None or a table of '<patient>_<series>' names, not {value!r}")
+        return default, True
+    return value, False
+
+
+def _curated(record: FileRecord, only_2024: bool) -> bool:
+    # Validation/test ids are a different numbering from the training ids the known-bad lists name.
+    return record.split == "TrainingSet" and (not only_2024 or record.layout == "2024")
+
+
+def _layout_keys(record: FileRecord) -> dict:
+    """``layout`` and ``acs_width`` item keys, for CMRxRecon2023 records only.
+
+    CMRxRecon2024 items keep their original key set (saved datalists and callers compare it); read their
+    ACS width with :func:`item_acs_width`.
+    """
+    if record.layout == "2024":
+        return {}
+    return {"layout": record.layout, "acs_width": record.acs_width}
+
+
+def item_acs_width(item: Mapping) -> int:
+    """ACS lines of an item's official masks: its ``acs_width`` key, else 16 (items of a CMRxRecon2024 tree)."""
+    if item.get("acs_width") is not None:
+        return int(item["acs_width"])
+    return ACS_WIDTHS[item.get("layout") or "2024"]
 
 
 def build_items(
     records: Sequence[FileRecord],
     *,
-    exclude: Iterable[str] | None = DEFAULT_EXCLUDE,
-    trims: Mapping[str, Mapping[str, object]] | None = DEFAULT_TRIMS,
+    exclude: Iterable[str] | str | None = "auto",
+    trims: Mapping[str, Mapping[str, object]] | str | None = "auto",
     mask_names: str | Sequence[str] | None = None,
 ) -> list[dict]:
     """Expand records into 2-D items, one per ``(z, t)`` (times each selected mask for full-sample files).
@@ -394,28 +570,34 @@ def build_items(
     Args:
         records: from :func:`scan_dataset`; groups are assigned over ``records`` if they lack them.
         exclude: ``<patient>_<series>`` names of TrainingSet files to drop; ``None`` or empty drops none.
-            Validation/test files are never dropped: their patient ids are a different numbering.
+            ``'auto'`` (default) drops :data:`DEFAULT_EXCLUDE` from CMRxRecon2024 records only: the list names
+            2024 training files, and 2023 patient ids are a different numbering. Validation/test files are
+            never dropped, for the same reason.
         trims: ``<patient>_<series> -> {drop_last_frames, drop_last_slices, drop_slices}`` for TrainingSet
-            files; ``None`` or empty trims none. A trimmed file's item ``nt`` is the number of frames kept,
-            so neighbour stacking never reaches the dropped frames.
+            files; ``None`` or empty trims none; ``'auto'`` (default) is :data:`DEFAULT_TRIMS` for
+            CMRxRecon2024 records only. A trimmed file's item ``nt`` is the number of frames kept, so
+            neighbour stacking never reaches the dropped frames.
         mask_names: for full-sample files, ``None`` (no mask: the training pipeline makes its own), ``'all'``
-            or names such as ``['Uniform4', 'ktGaussian8']`` of official masks (one item per mask).
+            or names such as ``['Uniform4', 'ktGaussian8']`` of official masks (one item per mask; the
+            AccFactor masks of a 2023 training patient are ``Uniform4``, ``Uniform8``, ``Uniform10``).
             Undersampled files always carry their own mask file (or ``None`` when it is missing).
 
     Returns:
         Dicts with keys ``file, mask_file, mask_name, z, t, nt, nz, nc, nx, ny, modality, series, view, patient,
-        acceleration, pattern, task, group, shape_key, kind, split``.
+        acceleration, pattern, task, group, shape_key, kind, split``; items of CMRxRecon2023 records also have
+        ``layout`` (``'2023'``) and ``acs_width`` (24).
     """
     if any(r.group is None for r in records):
         records = assign_groups(records)
+    exclude, exclude_2024_only = _known_bad(exclude, DEFAULT_EXCLUDE, "exclude")
+    trims, trims_2024_only = _known_bad(trims, DEFAULT_TRIMS, "trims")
     exclude, trims = set(exclude or ()), trims or {}
     items: list[dict] = []
     for r in records:
-        curated = r.split == "TrainingSet"
-        if curated and r.name in exclude:
+        if _curated(r, exclude_2024_only) and r.name in exclude:
             logger.info("%s: excluded (known-bad list)", r.path)
             continue
-        nt, slices = _kept_indices(r, trims.get(r.name) if curated else None)
+        nt, slices = _kept_indices(r, trims.get(r.name) if _curated(r, trims_2024_only) else None)
         if nt == 0 or not slices:
             logger.warning("%s: trim leaves no frames or slices; file skipped", r.path)
             continue
@@ -443,6 +625,7 @@ def build_items(
                 "shape_key": r.shape_key,
                 "kind": r.kind,
                 "split": r.split,
+                **_layout_keys(r),
             }
             items.extend({**base, "z": z, "t": t} for z in slices for t in range(nt))
     return items
@@ -459,16 +642,16 @@ def split_patients(patients: Iterable[str], val_fraction: float = 0.2, seed: int
     """Seeded patient-level split: ``(train ids, val ids)``, both sorted.
 
     The sorted unique ids are permuted with ``np.random.default_rng(seed)``; the first
-    ``round(val_fraction * n)`` go to validation. With at least two patients and ``0 < val_fraction < 1``
-    each side gets at least one.
+    ``round(val_fraction * n)`` go to validation. With ``0 < val_fraction < 1`` training keeps at least one
+    patient (so a single patient gives ``([p], [])``) and, from two patients on, validation gets at least one.
     """
     if not 0.0 <= val_fraction <= 1.0:
         raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
     ids = sorted(set(patients))
     n = len(ids)
     n_val = math.floor(val_fraction * n + 0.5)
-    if n >= 2 and 0.0 < val_fraction < 1.0:
-        n_val = min(max(n_val, 1), n - 1)
+    if n >= 1 and 0.0 < val_fraction < 1.0:
+        n_val = min(max(n_val, 1 if n >= 2 else 0), n - 1)
     order = np.random.default_rng(seed).permutation(n)
     val = sorted(ids[i] for i in order[:n_val])
     val_set = set(val)
@@ -487,30 +670,84 @@ def split_by_patient(items_or_records: Sequence, val_fraction: float = 0.2, seed
     return train, val
 
 
-def save_split(path: str | os.PathLike, train_patients: Iterable[str], val_patients: Iterable[str]) -> None:
-    """Write a patient split as JSON ``{"train": [...], "val": [...]}``."""
+def _warn_overlap(path: str | os.PathLike, both: set[str]) -> None:
+    logger.warning(
+        "%s: patients %s are in both the train and the val split; the validation is then not independent of "
+        "training (allow_overlap=True)",
+        path,
+        sorted(both),
+    )
+
+
+def save_split(
+    path: str | os.PathLike, train_patients: Iterable[str], val_patients: Iterable[str], allow_overlap: bool = False
+) -> None:
+    """Write a patient split as JSON ``{"train": [...], "val": [...]}``.
+
+    A patient on both sides is refused (``ValueError``) unless ``allow_overlap``, e.g. to fine-tune and
+    monitor on a site's only patients; that is then logged as a warning, since such a validation is not
+    independent of training.
+    """
     train, val = sorted(set(train_patients)), sorted(set(val_patients))
     both = set(train) & set(val)
+    if both and not allow_overlap:
+        raise ValueError(f"{path}: patients on both sides of the split: {sorted(both)} (pass allow_overlap=True)")
     if both:
-        raise ValueError(f"patients on both sides of the split: {sorted(both)}")
+        _warn_overlap(path, both)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"train": train, "val": val}, indent=1) + "\n")
 
 
-def load_split(path: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """Read a split written by :func:`save_split`: ``(train patients, val patients)``."""
+def load_split(path: str | os.PathLike, allow_overlap: bool = False) -> tuple[list[str], list[str]]:
+    """Read a split written by :func:`save_split`: ``(train patients, val patients)``.
+
+    Patients on both sides raise :class:`CMRDataError` unless ``allow_overlap`` (then a warning is logged).
+    """
     try:
         data = json.loads(Path(path).read_text())
         train, val = [str(p) for p in data["train"]], [str(p) for p in data["val"]]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CMRDataError.at(path, f"not a patient split file ({err})") from err
-    if set(train) & set(val):
-        raise CMRDataError.at(path, f"patients on both sides of the split: {sorted(set(train) & set(val))}")
+    both = set(train) & set(val)
+    if both and not allow_overlap:
+        raise CMRDataError.at(path, f"patients on both sides of the split: {sorted(both)} (pass allow_overlap=True)")
+    if both:
+        _warn_overlap(path, both)
     return train, val
 
 
 # --------------------------------------------------------------------------------------------------- datalist
+
+
+def _check_splits(splits: Iterable[str]) -> set[str]:
+    chosen = {splits} if isinstance(splits, str) else set(splits)
+    unknown = sorted(chosen - set(SPLITS))
+    if unknown:
+        raise ValueError(f"splits must be names among {', '.join(SPLITS)}; got {unknown}")
+    return chosen
+
+
+def _patient_split(
+    root: str | os.PathLike,
+    split_file: str | os.PathLike | None,
+    val_fraction: float,
+    seed: int,
+    allow_overlap: bool,
+) -> tuple[list[str], list[str]]:
+    """``(train ids, val ids)``: loaded from ``split_file`` when it exists, else computed (and saved there)."""
+    # Split over every training patient of every modality, so that a modality filter cannot change it.
+    patients = training_patients(root)
+    if split_file is not None and os.path.exists(split_file):
+        train_ids, val_ids = load_split(split_file, allow_overlap=allow_overlap)
+        unknown = sorted(set(patients) - set(train_ids) - set(val_ids))
+        if unknown:
+            logger.warning("%s: patients not in the split are left out: %s", split_file, unknown)
+        return train_ids, val_ids
+    train_ids, val_ids = split_patients(patients, val_fraction, seed)
+    if split_file is not None:
+        save_split(split_file, train_ids, val_ids)
+    return train_ids, val_ids
 
 
 def build_datalist(
@@ -520,46 +757,55 @@ def build_datalist(
     val_fraction: float = 0.2,
     seed: int = 42,
     mask_names: str | Sequence[str] | None = None,
-    exclude: Iterable[str] | None = DEFAULT_EXCLUDE,
-    trims: Mapping[str, Mapping[str, object]] | None = DEFAULT_TRIMS,
+    exclude: Iterable[str] | str | None = "auto",
+    trims: Mapping[str, Mapping[str, object]] | str | None = "auto",
     modalities: Iterable[str] | None = None,
+    splits: Iterable[str] | None = None,
     max_items: int | None = None,
     split_file: str | os.PathLike | None = None,
+    split_allow_overlap: bool = False,
+    allow_empty: bool = False,
     on_error: Callable[[CMRDataError], None] | None = None,
 ) -> list[dict]:
     """Scan ``root`` and return the items of one subset, ready for a MONAI ``Dataset``.
 
     Args:
         subset: ``'train'`` / ``'val'``: TrainingSet full-sample files split by patient; ``'all'``: every
-            full-sample file; ``'undersampled'``: every ValidationSet/TestSet ``kus`` file.
+            full-sample file; ``'undersampled'``: every undersampled file (2024: ValidationSet/TestSet ``kus``
+            files; 2023: the ``AccFactor*`` files of every set, TrainingSet included).
         val_fraction, seed: the patient split (:func:`split_patients`), used when ``split_file`` is not given
             or does not exist yet.
+        exclude, trims: known-bad files, as in :func:`build_items` (``'auto'``: the CMRxRecon2024 tables, for
+            2024-layout files only).
+        splits: keep only files of these split folders, e.g. ``['ValidationSet']`` (default: all).
         split_file: JSON patient split. Loaded when it exists (patients it does not list are left out, with a
             warning); otherwise computed and written there.
+        split_allow_overlap: accept a split file with patients on both sides (a warning is logged).
+        allow_empty: for ``subset='val'`` only: when the split has no validation patients (a single patient,
+            ``val_fraction=0``, an empty ``val`` list), return ``[]`` with an info line instead of raising.
         max_items: keep only the first ``max_items`` items (smoke tests).
         on_error: skip files whose metadata cannot be read, passing each error here (see :func:`scan_dataset`).
 
     Groups are assigned over all files of the subset's kind, so ``train`` and ``val`` share group names.
+
+    Raises:
+        EmptyDatasetError: no files to split, or the subset has no items (see ``allow_empty``).
     """
     if subset not in ("train", "val", "all", "undersampled"):
         raise ValueError(f"subset must be 'train', 'val', 'all' or 'undersampled', not {subset!r}")
     kind = "undersampled" if subset == "undersampled" else "full"
     records = assign_groups([r for r in scan_dataset(root, modalities=modalities, on_error=on_error) if r.kind == kind])
+    if splits is not None:
+        chosen = _check_splits(splits)
+        records = [r for r in records if r.split in chosen]
     if subset in ("train", "val"):
         records = [r for r in records if r.split == "TrainingSet"]
         if not records:
             raise EmptyDatasetError.at(root, "no TrainingSet/FullSample files to split")
-        # Split over every training patient of every modality, so that a modality filter cannot change it.
-        patients = training_patients(root)
-        if split_file is not None and os.path.exists(split_file):
-            train_ids, val_ids = load_split(split_file)
-            unknown = sorted(set(patients) - set(train_ids) - set(val_ids))
-            if unknown:
-                logger.warning("%s: patients not in the split are left out: %s", split_file, unknown)
-        else:
-            train_ids, val_ids = split_patients(patients, val_fraction, seed)
-            if split_file is not None:
-                save_split(split_file, train_ids, val_ids)
+        train_ids, val_ids = _patient_split(root, split_file, val_fraction, seed, split_allow_overlap)
+        if subset == "val" and not val_ids and allow_empty:
+            logger.info("%s: the patient split has no validation patients; the 'val' subset is empty", root)
+            return []
         keep = set(train_ids if subset == "train" else val_ids)
         records = [r for r in records if r.patient in keep]
     items = build_items(records, exclude=exclude, trims=trims, mask_names=mask_names)

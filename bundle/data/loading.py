@@ -17,7 +17,7 @@ from monai.transforms import MapTransform
 
 from ..errors import CMRDataError, EmptySliceError, MaskMismatchError, NonFiniteDataError, ShapeError
 from ..mri import neighbour_frame_indices
-from .matio import MatSliceReader, read_mat
+from .matio import MatSliceReader, is_undersampled_key, read_mat
 
 __all__ = ["LoadCMRSliced", "load_volume"]
 
@@ -44,15 +44,15 @@ class LoadCMRSliced(MapTransform):
     """Read the neighbour frames of one ``(z, t)`` item of :func:`bundle.data.index.build_items`.
 
     Input keys: ``file``, ``z``, ``t``; optional ``nt`` (frames usable for stacking; defaults to the file's,
-    smaller for trimmed files), ``kind`` (``'full'``/``'undersampled'``; defaults from the variable name) and
-    ``mask_file``.
+    smaller for trimmed files), ``kind`` (``'full'``/``'undersampled'``; without it, a variable named ``kus``
+    or ``kspace_sub<NN>`` means undersampled) and ``mask_file``.
 
     Output keys (added to a copy of the dict):
 
     * ``kspace_full`` (full-sample files) or ``kspace_masked`` (undersampled files): ``(F, nc, nx, ny)``
       complex64, frames ``neighbour_frame_indices(t, nt, num_adj_frames)`` of slice ``z``;
     * ``frames``: those frame indices (the target is the centre entry, ``F // 2``);
-    * ``mask``: ``(F, nx, ny)`` float32 when ``mask_file`` is set (a Task 1 ``(ny, nx)`` mask is repeated for
+    * ``mask``: ``(F, nx, ny)`` float32 when ``mask_file`` is set (a Task 1 or 2023 ``(ny, nx)`` mask is repeated for
       every frame, a Task 2 ``(nt, ny, nx)`` mask is indexed by ``frames``), or, for an undersampled file
       without a mask file, inferred from the non-zero k-space samples (with a warning once per process).
 
@@ -156,7 +156,8 @@ class LoadCMRSliced(MapTransform):
             raise EmptySliceError.at(path, f"{where}: the target frame is all zeros")
         kspace = np.ascontiguousarray(kspace.swapaxes(-1, -2))  # (F, nc, ny, nx) -> (F, nc, nx, ny)
 
-        kind = d.get("kind") or ("undersampled" if reader.key == "kus" else "full")
+        # Items carry their kind; without it, the variable name tells (kus, or kspace_sub<NN> in 2023 files).
+        kind = d.get("kind") or ("undersampled" if is_undersampled_key(reader.key) else "full")
         d["kspace_masked" if kind == "undersampled" else "kspace_full"] = kspace
         d["frames"] = list(frames)
         if d.get("mask_file"):

@@ -7,7 +7,7 @@ object                      MATLAB dims          h5py / numpy dims here
 ==========================  ===================  ======================
 k-space                     (nx, ny, nc, nz, nt)  (nt, nz, nc, ny, nx)
 BlackBlood k-space (4-D)    (nx, ny, nc, nz)      (nz, nc, ny, nx)
-Task 1 mask                 (nx, ny)              (ny, nx)
+Task 1 mask, 2023 mask      (nx, ny)              (ny, nx)
 Task 2 mask                 (nx, ny, nt)          (nt, ny, nx)
 ==========================  ===================  ======================
 
@@ -36,6 +36,8 @@ from ..errors import MatFileError, MissingKeyError, NonFiniteDataError, ShapeErr
 
 __all__ = [
     "PREFERRED_KEYS",
+    "PREFERRED_PATTERNS",
+    "is_undersampled_key",
     "read_mat",
     "mat_variables",
     "mat_shape",
@@ -46,6 +48,13 @@ __all__ = [
 
 #: Variable names tried, in order, when no key is given (``data.md`` §2).
 PREFERRED_KEYS = ("kspace_full", "kus", "mask", "img4ranking")
+
+#: Variable name patterns tried, in order, after :data:`PREFERRED_KEYS`: CMRxRecon2023 names its undersampled
+#: k-space ``kspace_sub04``/``08``/``10`` and its masks ``mask04``/``08``/``10``, after the acceleration.
+PREFERRED_PATTERNS = (re.compile(r"^kspace_sub\d+$"), re.compile(r"^mask\d+$"))
+
+# Variable names of undersampled k-space: ``kus`` (CMRxRecon2024) and ``kspace_sub<NN>`` (CMRxRecon2023).
+_UNDERSAMPLED_KEY = re.compile(r"^(kus|kspace_sub\d+)$")
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _MAT73_MARKER = b"\x00\x02IM"  # header bytes 124-127 of a v7.3 file: version 0x0200, endian marker "IM"
@@ -116,11 +125,22 @@ def _pick_key(path: str, names: Sequence[str], key: str | None, candidates: Sequ
     for preferred in PREFERRED_KEYS:
         if preferred in candidates:
             return preferred
+    for pattern in PREFERRED_PATTERNS:
+        matches = [n for n in candidates if pattern.match(n)]
+        if len(matches) == 1:  # several (kspace_sub04 and kspace_sub08) would be a guess: fall through
+            return matches[0]
     if len(candidates) == 1:
         return candidates[0]
     raise MissingKeyError.at(
-        path, f"cannot tell which variable holds the data: none of {list(PREFERRED_KEYS)} and found {names}"
+        path,
+        f"cannot tell which variable holds the data: none of {list(PREFERRED_KEYS)}, no single "
+        f"kspace_sub<NN> or mask<NN>, and found {names}",
     )
+
+
+def is_undersampled_key(name: str | None) -> bool:
+    """True for the variable names of undersampled k-space: ``kus`` (2024) and ``kspace_sub<NN>`` (2023)."""
+    return name is not None and _UNDERSAMPLED_KEY.match(name) is not None
 
 
 def _h5_dataset(f: h5py.File, path: str, key: str | None) -> h5py.Dataset:
@@ -174,7 +194,8 @@ def read_mat(path: str | os.PathLike, key: str | None = None, *, check_finite: b
     Args:
         path: the ``.mat`` file.
         key: the variable name. ``None`` picks it: names starting with ``#`` are ignored, then the first of
-            ``kspace_full, kus, mask, img4ranking`` that exists, else the only dataset in the file.
+            ``kspace_full, kus, mask, img4ranking`` that exists, then the only ``kspace_sub<NN>`` or the only
+            ``mask<NN>`` (CMRxRecon2023 names), else the only dataset in the file.
         check_finite: raise :class:`NonFiniteDataError` when the data holds NaN or Inf.
 
     Returns:

@@ -9,9 +9,9 @@ an input path with the helpers below, so that:
   *is* an input, even under another name through a symlink or hard link, is never written);
 * a crash or a full disk never leaves a half-written file under the final name.
 
-Path conventions: the dataset root is the folder the user points the bundle at (any level of the
-CMRxRecon2024 tree, e.g. ``ChallengeData/MultiCoil``); the relative path of an input below it is mirrored
-below the output root.
+Path conventions: the dataset root is the folder the user points the bundle at (any level of a
+CMRxRecon2023 or CMRxRecon2024 tree, e.g. ``ChallengeData/MultiCoil``); the relative path of an input below
+it is mirrored below the output root.
 """
 
 from __future__ import annotations
@@ -41,8 +41,12 @@ PathLike = str | os.PathLike
 KNOWN_MODALITIES = ("Aorta", "BlackBlood", "Cine", "Flow2d", "Mapping", "Tagging")
 # Only these sets ship undersampled k-space (``UnderSample_Task<k>``); TrainingSet has FullSample only.
 EVALUATION_SETS = ("ValidationSet", "TestSet")
+# CMRxRecon2023: two modalities, and every set (TrainingSet included) ships ``AccFactorXX`` folders.
+_MODALITIES_2023 = ("Cine", "Mapping")
+_SETS_2023 = ("TrainingSet", "ValidationSet", "TestSet")
 
 _TASK_DIR = re.compile(r"^UnderSample_Task([12])$")
+_ACCFACTOR_DIR = re.compile(r"^AccFactor\d+$")
 _PATIENT_DIR = re.compile(r"^P\d+$")
 
 
@@ -186,20 +190,47 @@ def ensure_not_input(path: PathLike, inputs: Iterable[PathLike]) -> None:
             raise UnsafePathError.at(path, f"refusing to overwrite the input file {item}")
 
 
-def submission_path(kus_path: PathLike, dataset_root: PathLike, output_root: PathLike) -> Path:
-    """Challenge submission path for an undersampled k-space file (data.md §8).
+def _submission_path_2023(kus_path: PathLike, parts: tuple[str, ...], output_root: PathLike) -> Path:
+    """CMRxRecon2023: ``<Modality>/<Set>/AccFactorXX/<Pxxx>/<name>.mat`` (the last five ``parts``) maps to
+    ``<output_root>/MultiCoil/<Modality>/<Set>/AccFactorXX/<Pxxx>/<name>.mat``."""
+    expected = "<Cine|Mapping>/<TrainingSet|ValidationSet|TestSet>/AccFactor<XX>/P<number>/<series>.mat"
+    modality, subset, acc_dir, patient, name = parts[-5:]
+    problems = []
+    if modality not in _MODALITIES_2023:
+        problems.append(f"modality folder {modality!r} is not one of {', '.join(_MODALITIES_2023)}")
+    if subset not in _SETS_2023:
+        problems.append(f"set folder {subset!r} is not one of {', '.join(_SETS_2023)}")
+    if not _PATIENT_DIR.match(patient):
+        problems.append(f"patient folder {patient!r} is not 'P' followed by digits")
+    if not name.endswith(".mat") or name.endswith("_mask.mat"):
+        problems.append(f"file name {name!r} is not an undersampled k-space file '<series>.mat' (nor a mask)")
+    if problems:
+        raise CMRDataError.at(kus_path, f"does not follow the CMRxRecon2023 layout {expected}: " + "; ".join(problems))
+    return Path(output_root) / "MultiCoil" / modality / subset / acc_dir / patient / name
 
-    ``.../<Modality>/<Set>/UnderSample_Task<k>/<Pxxx>/<name>.mat`` maps to
-    ``<output_root>/Task<k>/<Modality>/<Set>/Task<k>/<Pxxx>/<name>.mat``: the output keeps the input's file
-    name. The layout is read from the last five parts of the input path, so ``dataset_root`` may be any
-    ancestor of the modality folder (typically ``ChallengeData/MultiCoil``) or deeper.
+
+def submission_path(kus_path: PathLike, dataset_root: PathLike, output_root: PathLike) -> Path:
+    """Challenge submission path for an undersampled k-space file; the output keeps the input's file name.
+
+    CMRxRecon2024: ``.../<Modality>/<Set>/UnderSample_Task<k>/<Pxxx>/<name>.mat`` maps to
+    ``<output_root>/Task<k>/<Modality>/<Set>/Task<k>/<Pxxx>/<name>.mat`` (``<Set>``: ValidationSet or TestSet).
+
+    CMRxRecon2023: ``.../<Cine|Mapping>/<Set>/AccFactorXX/<Pxxx>/<series>.mat`` maps to
+    ``<output_root>/MultiCoil/<Modality>/<Set>/AccFactorXX/<Pxxx>/<series>.mat`` (``<Set>``: TrainingSet,
+    ValidationSet or TestSet). An ``AccFactor*`` folder third from the end selects this layout.
+
+    The layout is read from the last five parts of the input path, so ``dataset_root`` may be any ancestor of
+    the modality folder (typically ``ChallengeData/MultiCoil``) or deeper.
 
     Raises:
         UnsafePathError: the input is outside ``dataset_root`` (see :func:`relative_input_path`).
-        CMRDataError: the path does not follow the CMRxRecon2024 layout.
+        CMRDataError: the path follows neither layout (the message describes the CMRxRecon2024 one unless the
+            path has an ``AccFactor*`` folder).
     """
     relative_input_path(kus_path, dataset_root)  # containment and '..' checks
     parts = _locate(kus_path, dataset_root).parts
+    if len(parts) >= 5 and _ACCFACTOR_DIR.match(parts[-3]):
+        return _submission_path_2023(kus_path, parts, output_root)
     expected = "<Modality>/<ValidationSet|TestSet>/UnderSample_Task<1|2>/P<number>/<name>_kus_<pattern>.mat"
     if len(parts) < 5:
         raise CMRDataError.at(kus_path, f"too short for the CMRxRecon2024 layout {expected}")
