@@ -9,7 +9,7 @@ Usage::
 Sizes are ``HxW`` in model orientation: H = readout ``nx``, W = phase encode ``ny`` (the undersampled axis), so
 the CMRxRecon2024 cine SAX matrix is ``512x246`` (stored on disk as ``(nt, nz, nc, ny=246, nx=512)``).
 
-Sections (``--sections``, default ``train,infer,data,loss,flops``; ``ckpt`` and ``ab`` are opt-in):
+Sections (``--sections``, default ``train,infer,data,loss,flops``; ``ckpt``, ``ab`` and ``import`` are opt-in):
 
 * ``train``: one optimisation step (forward, HyperCMRLoss with the VGG term off, backward, AdamW step): median
   time, slices/s, per-phase times and peak memory (CUDA ``max_memory_allocated``; on CPU the peak RSS sampled
@@ -26,6 +26,9 @@ Sections (``--sections``, default ``train,infer,data,loss,flops``; ``ckpt`` and 
   achieved FLOP/s of the timed train and infer sections;
 * ``ckpt``: the training step with and without ``use_checkpoint``, each in its own subprocess (so that the
   peak memories are not mixed), and the memory and time ratios;
+* ``import``: ``scripts/import_weights.py`` on a synthetic Lightning checkpoint of ``--cascades`` cascades in the
+  PromptMR v1 layout (``promptmr.`` keys, ``loss.w``, hyper-parameters, AdamW states): file size, read +
+  validation time, whole import time, and that the imported tensors equal the source (size-independent);
 * ``ab``: before/after of the hot-spot fixes (channels-last U-Nets, checkerboard centred FFT) interleaved in one
   process, and of ``--malloc-tuning`` in alternating subprocesses (``docs/benchmarks.md``).
 
@@ -69,9 +72,9 @@ from bundle.mri import ifft2c, rss  # noqa: E402
 from bundle.networks import PromptMR  # noqa: E402
 
 SECTIONS = ("train", "infer", "data", "loss", "flops")
-EXTRA_SECTIONS = ("ckpt", "ab")
+EXTRA_SECTIONS = ("ckpt", "ab", "import")
 # In-process order: the data section forks DataLoader workers, so it runs last.
-RUN_ORDER = ("train", "loss", "infer", "flops", "ckpt", "ab", "data")
+RUN_ORDER = ("train", "loss", "infer", "flops", "ckpt", "ab", "data", "import")
 MEMORY_LIMIT_EXIT = 99
 GB = 1024**3
 
@@ -896,6 +899,55 @@ def run_child(
     }
 
 
+def section_import(args: argparse.Namespace) -> dict:
+    """Import a synthetic PromptMR v1 Lightning checkpoint as ``scripts/import_weights.py`` does, timed."""
+    from bundle.networks import load_pretrained
+    from scripts.import_weights import main as import_weights
+
+    net = build_network(args, torch.device("cpu"), use_checkpoint=False)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=2e-4)
+    for p in trainable:  # one step with zero gradients creates the AdamW moments a real checkpoint holds
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    args_ = net.network_args
+    hparams = {k: args_[k] for k in args_ if k not in ("num_adj_frames", "sens_mask_type", "reference_radial_bug")}
+    hparams.update(num_adj_slices=args_["num_adj_frames"], lr=2e-4, lr_step_size=11, lr_gamma=0.1, low_mem=False)
+    state = {f"promptmr.{k}": v for k, v in net.state_dict().items()}
+    state["loss.w"] = torch.ones(1, 1, 7, 7)
+    checkpoint = {
+        "epoch": 11,
+        "global_step": 258576,
+        "pytorch-lightning_version": "2.0.0",
+        "state_dict": state,
+        "hyper_parameters": hparams,
+        "optimizer_states": [optimizer.state_dict()],
+        "lr_schedulers": [torch.optim.lr_scheduler.StepLR(optimizer, 11, 0.1).state_dict()],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / f"promptmr-{args.cascades}cascades-epoch=11-step=258576.ckpt"
+        torch.save(checkpoint, src)
+        del checkpoint, state
+        t0 = time.perf_counter()
+        imported, _ = load_pretrained(src)
+        read_s = time.perf_counter() - t0
+        equal = all(torch.equal(imported[k], v) for k, v in net.state_dict().items())
+        del imported
+        t0 = time.perf_counter()
+        code = import_weights([str(src), "--out-dir", str(Path(tmp) / "out")])
+        total_s = time.perf_counter() - t0
+        return {
+            "cascades": args.cascades,
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "checkpoint_gb": src.stat().st_size / 1e9,
+            "model_pt_gb": (Path(tmp) / "out" / "model.pt").stat().st_size / 1e9,
+            "read_and_validate_s": read_s,
+            "import_s": total_s,
+            "exit_code": code,
+            "tensors_equal": equal,
+        }
+
+
 # --------------------------------------------------------------------------------------------------- driver
 
 
@@ -907,6 +959,8 @@ def run_in_process(args: argparse.Namespace, section: str, size: tuple[int, int]
         return section_ckpt(args, size)
     if section == "ab":
         return section_ab(args, size, device)
+    if section == "import":
+        return section_import(args)
     if section in ("loss", "flops"):
         return (section_loss if section == "loss" else section_flops)(args, size, device)
     return (section_train if section == "train" else section_infer)(bench)
@@ -1049,6 +1103,16 @@ def print_tables(results: dict[str, list[dict]], summary: list[dict]) -> None:
             + [r["on"].get("peak_mem_gb"), r.get("memory_ratio_off_over_on"), r.get("time_overhead")]
             for r in results.get("ckpt", [])
             if "off" in r
+        ],
+    )
+    table(
+        "Weight import (synthetic Lightning checkpoint -> model.pt + network.yaml)",
+        ["cascades", "parameters", "ckpt GB", "model.pt GB", "read+check s", "import s", "equal"],
+        [
+            [r["cascades"], r["parameters"], r["checkpoint_gb"], r["model_pt_gb"]]
+            + [r["read_and_validate_s"], r["import_s"], r["tensors_equal"]]
+            for r in results.get("import", [])
+            if ok(r)
         ],
     )
     table(
