@@ -94,11 +94,11 @@ class CheckpointMismatchError(CheckpointError):
 # --------------------------------------------------------------------------------------------------- CLI
 
 
-def find_bundle_error(exc: BaseException | None) -> BundleError | None:
-    """The first :class:`BundleError` in ``exc``'s chain of causes (``raise ... from``) and contexts."""
+def find_bundle_error(exc: BaseException | None, kind: type[BundleError] = BundleError) -> BundleError | None:
+    """The first ``kind`` error in ``exc``'s chain of causes (``raise ... from``) and contexts, or ``None``."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, BundleError):
+        if isinstance(exc, kind):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__

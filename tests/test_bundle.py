@@ -287,3 +287,42 @@ def test_mlflow_tracking(demo_root, tmp_path):
     runs = client.search_runs([experiment.experiment_id])
     metrics = set().union(*(run.data.metrics for run in runs))
     assert "train_loss" in metrics and "val_ssim" in metrics
+
+
+@pytest.fixture(scope="module")
+def demo_root_2023(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demo2023")
+    make_demo_dataset(root, seed=0, size="tiny", layout="2023")
+    return root
+
+
+def test_cmrxrecon2023_tree_trains_on_official_masks_then_evaluates(demo_root_2023, tmp_path):
+    overrides = _train_overrides(demo_root_2023, tmp_path)
+    overrides.update(official_masks=["Uniform4"], train_max_items=6, val_max_items=4)
+    _run_workflow(
+        ConfigWorkflow(
+            config_file=str(CONFIGS / "train.yaml"),
+            meta_file=META,
+            logging_file=LOGGING,
+            workflow_type="train",
+            **overrides,
+        )
+    )
+    assert (tmp_path / "models" / "model.pt").is_file() and (tmp_path / "models" / "network.yaml").is_file()
+    split = json.loads((tmp_path / "runs" / "split.json").read_text())
+    assert split["train"] and split["val"] and not set(split["train"]) & set(split["val"])
+
+    overrides["output_dir"] = str(tmp_path / "eval")
+    _run_workflow(
+        ConfigWorkflow(
+            config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")],
+            meta_file=META,
+            logging_file=LOGGING,
+            workflow_type="train",
+            run_id="evaluating",
+            **overrides,
+        )
+    )
+    tables = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {row["modality"] for row in tables["per_modality"]} <= {"Cine", "Mapping"} and tables["per_file"]
+    assert all(np.isfinite(tables["overall"][key]) for key in ("ssim", "psnr", "nmse", "zf_ssim"))

@@ -124,6 +124,20 @@ def test_inference_refuses_a_model_of_another_architecture_before_any_work(impor
     assert not output.exists()
 
 
+def _training(overlays: list[Path], root: Path, out: Path, **overrides) -> ConfigWorkflow:
+    return ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.yaml"), *map(str, overlays)],
+        meta_file=META,
+        logging_file=LOGGING,
+        workflow_type="train",
+        bundle_root=str(REPO),
+        dataset_dir=str(root),
+        output_dir=str(out / "runs"),
+        ckpt_dir=str(out / "models"),
+        **overrides,
+    )
+
+
 def _one_patient_tree(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("site")
     make_demo_dataset(root, seed=3, size="tiny", num_train_patients=1, num_val_patients=0)
@@ -137,15 +151,10 @@ def test_fine_tuning_from_imported_weights_on_one_patient(imported, source, tmp_
     handler.emit = lambda record: records.append(record.getMessage())
     logging.getLogger("bundle.workflows.checkpoint").addHandler(handler)
     try:
-        workflow = ConfigWorkflow(
-            config_file=[str(CONFIGS / "train.yaml"), str(imported / "network.yaml")],
-            meta_file=META,
-            logging_file=LOGGING,
-            workflow_type="train",
-            bundle_root=str(REPO),
-            dataset_dir=str(root),
-            output_dir=str(tmp_path / "runs"),
-            ckpt_dir=str(tmp_path / "models"),
+        workflow = _training(
+            [imported / "network.yaml"],
+            root,
+            tmp_path,
             init_weights=str(imported / "model.pt"),
             learning_rate=0.0,  # with lr 0 the saved model must be exactly the imported one
             epochs=2,
@@ -165,17 +174,8 @@ def test_fine_tuning_from_imported_weights_on_one_patient(imported, source, tmp_
 
 def test_fine_tuning_checks_the_architecture_before_any_work(imported, tmp_path_factory, tmp_path):
     root = _one_patient_tree(tmp_path_factory)
-    workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "demo.yaml")],  # demo widths, tiny weights
-        meta_file=META,
-        logging_file=LOGGING,
-        workflow_type="train",
-        bundle_root=str(REPO),
-        dataset_dir=str(root),
-        output_dir=str(tmp_path / "runs"),
-        ckpt_dir=str(tmp_path / "models"),
-        init_weights=str(imported / "model.pt"),
-    )
+    # Demo widths, tiny weights.
+    workflow = _training([CONFIGS / "demo.yaml"], root, tmp_path, init_weights=str(imported / "model.pt"))
     with pytest.raises(Exception) as info:
         workflow.initialize()
     error = find_bundle_error(info.value)

@@ -326,3 +326,27 @@ def test_transform_errors_name_the_sample(rng):
         NormalizeKspaced("max_zf")(zero)
     with pytest.raises(ValueError, match="apply the mask first"):
         CoilCompressd(2)(_sample(rng))
+
+
+# --- ACS width per release ----------------------------------------------------------------------------------
+
+
+def _acs_columns(mask: np.ndarray) -> int:
+    """Consecutive fully sampled ky columns around the centre of a ``(F, nx, ny)`` mask."""
+    line = mask[0, 0] > 0
+    c = line.shape[0] // 2
+    left = next((i for i in range(c) if not line[c - 1 - i]), c)
+    right = next((i for i in range(line.shape[0] - c) if not line[c + i]), line.shape[0] - c)
+    return left + right
+
+
+@pytest.mark.parametrize("acs_width, expected", [(None, 16), (16, 16), (24, 24)])
+def test_masks_follow_the_items_acs_width(rng, acs_width, expected):
+    extra = {} if acs_width is None else {"acs_width": acs_width}
+    d = RandKspaceMaskd(patterns=("Uniform",), accelerations=(10,))(_sample(rng, ny=64, **extra))
+    assert expected <= _acs_columns(d["mask"]) <= expected + 2  # + an equispaced line that may touch the band
+
+
+def test_a_configured_acs_width_overrides_the_item(rng):
+    d = RandKspaceMaskd(patterns=("Uniform",), accelerations=(10,), acs_width=16)(_sample(rng, ny=64, acs_width=24))
+    assert _acs_columns(d["mask"]) < 24

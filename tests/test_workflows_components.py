@@ -214,3 +214,14 @@ def test_guard_in_a_monai_trainer_stops_after_consecutive_bad_steps():
     trainer, _ = _trainer([1.0, float("nan"), float("inf"), 1.0], max_bad_steps=2)
     with pytest.raises(NonFiniteLossError, match="2 consecutive"):
         trainer.run()
+
+
+def test_prepare_batch_passes_the_items_acs_width_to_the_network():
+    from bundle.workflows.batch import PrepareReconBatch
+
+    batch = {"kspace_masked": torch.zeros(2, 5, 8, 8, dtype=torch.complex64), "mask": torch.ones(2, 5, 8, 8)}
+    assert PrepareReconBatch()(dict(batch))[3] == {}  # items without a width: the network's own setting
+    assert PrepareReconBatch()(dict(batch, acs_width=torch.tensor([-1, -1])))[3] == {}
+    assert PrepareReconBatch()(dict(batch, acs_width=torch.tensor([24, 24])))[3] == {"num_low_frequencies": 24}
+    with pytest.raises(ValueError, match="mixes items with ACS widths"):
+        PrepareReconBatch()(dict(batch, acs_width=torch.tensor([16, 24])))

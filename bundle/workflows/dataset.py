@@ -18,7 +18,7 @@ import numpy as np
 from monai.transforms import Randomizable, apply_transform
 from torch.utils.data import Dataset
 
-from bundle.errors import CMRDataError
+from bundle.errors import CMRDataError, find_bundle_error
 
 __all__ = ["ReconDataset", "find_data_error"]
 
@@ -27,13 +27,7 @@ logger = logging.getLogger(__name__)
 
 def find_data_error(err: BaseException) -> CMRDataError | None:
     """The :class:`CMRDataError` behind ``err``: MONAI wraps transform errors in ``RuntimeError``."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, CMRDataError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+    return find_bundle_error(err, CMRDataError)
 
 
 class ReconDataset(Dataset):
