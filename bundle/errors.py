@@ -15,6 +15,8 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "UnsafeCheckpointError",
+    "OutputDirError",
+    "RunStateError",
     "CMRDataError",
     "MatFileError",
     "MissingKeyError",
@@ -91,6 +93,14 @@ class CheckpointMismatchError(CheckpointError):
     """A checkpoint's tensors do not fit the configured network (other keys or shapes)."""
 
 
+class OutputDirError(BundleError):
+    """An output folder cannot be created or written (found before any work is done)."""
+
+
+class RunStateError(BundleError):
+    """Checkpoints or a patient split on disk belong to another dataset or network than this run's."""
+
+
 # --------------------------------------------------------------------------------------------------- CLI
 
 
@@ -105,7 +115,22 @@ def find_bundle_error(exc: BaseException | None, kind: type[BundleError] = Bundl
     return None
 
 
+def _summary_error(exc: BaseException | None) -> BaseException | None:
+    """An error in the chain that is an expected outcome with its own summary (``summary_only = True``)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if getattr(exc, "summary_only", False):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _excepthook(exc_type, exc, tb, previous=sys.excepthook) -> None:
+    summary = _summary_error(exc)
+    if summary is not None:  # e.g. a run that wrote most outputs and skipped bad files: no traceback
+        print(f"\n{summary}", file=sys.stderr)
+        return
     previous(exc_type, exc, tb)
     # MONAI re-raises every failure inside a config expression as "RuntimeError: Failed to evaluate ...", so the
     # bundle's own message would sit dozens of lines above the end of the trace. Repeat it as the last line.

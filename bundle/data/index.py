@@ -696,7 +696,11 @@ def save_split(
         _warn_overlap(path, both)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"train": train, "val": val}, indent=1) + "\n")
+    text = json.dumps({"train": train, "val": val}, indent=1) + "\n"
+    # Atomic, so that a reader (another DDP rank, a crash) never sees a half-written split.
+    from ..io.paths import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def load_split(path: str | os.PathLike, allow_overlap: bool = False) -> tuple[list[str], list[str]]:
@@ -728,21 +732,46 @@ def _check_splits(splits: Iterable[str]) -> set[str]:
     return chosen
 
 
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
 def _patient_split(
     root: str | os.PathLike,
     split_file: str | os.PathLike | None,
     val_fraction: float,
     seed: int,
     allow_overlap: bool,
+    distributed: bool | None = None,
 ) -> tuple[list[str], list[str]]:
-    """``(train ids, val ids)``: loaded from ``split_file`` when it exists, else computed (and saved there)."""
+    """``(train ids, val ids)``: loaded from ``split_file`` when it exists, else computed (and saved there).
+
+    Under ``torch.distributed`` rank 0 alone writes the file, behind a barrier, and every rank reads that file.
+    """
+    distributed = _distributed() if distributed is None else distributed
+    if distributed and split_file is not None:
+        import torch.distributed as dist
+
+        if dist.get_rank() == 0:
+            split = _patient_split(root, split_file, val_fraction, seed, allow_overlap, distributed=False)
+        dist.barrier()
+        if dist.get_rank() == 0:
+            return split
     # Split over every training patient of every modality, so that a modality filter cannot change it.
     patients = training_patients(root)
     if split_file is not None and os.path.exists(split_file):
         train_ids, val_ids = load_split(split_file, allow_overlap=allow_overlap)
         unknown = sorted(set(patients) - set(train_ids) - set(val_ids))
         if unknown:
-            logger.warning("%s: patients not in the split are left out: %s", split_file, unknown)
+            # Never drop patients silently: a split of another dataset must not decide this run's data.
+            raise CMRDataError.at(
+                split_file,
+                f"does not list {len(unknown)} training patient(s) of the dataset ({', '.join(unknown[:5])}"
+                f"{', ...' if len(unknown) > 5 else ''}); it belongs to another dataset. Start fresh with "
+                "--resume false (the old split is moved aside) or use another --output_dir",
+            )
         return train_ids, val_ids
     train_ids, val_ids = split_patients(patients, val_fraction, seed)
     if split_file is not None:

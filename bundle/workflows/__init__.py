@@ -8,6 +8,7 @@ from .checkpoint import (
     ResumeFromCheckpoint,
     RNGState,
     atomic_torch_save,
+    checkpoints_newest_first,
     latest_checkpoint,
     save_model,
     unwrap_model,
@@ -23,6 +24,7 @@ from .handlers import (
     is_stepping_iteration,
 )
 from .inference import ReconstructionWriter
+from .runstate import MANIFEST_NAME, RunState, check_writable
 from .sampler import HYPERCMR_GROUP_ORDER, ShapeGroupBatchSampler, group_batches
 from .setup import inference_datalist, prepare_dataset
 from .validation import ChallengeMetric, MetricsTableWriter, ReconImageWriter, select_ranking_items, zero_filled_image
@@ -38,6 +40,7 @@ __all__ = [
     "RNGState",
     "atomic_torch_save",
     "latest_checkpoint",
+    "checkpoints_newest_first",
     "save_model",
     "unwrap_model",
     "ReconDataset",
@@ -51,6 +54,9 @@ __all__ = [
     "is_stepping_iteration",
     "ReconstructionWriter",
     "prepare_dataset",
+    "MANIFEST_NAME",
+    "RunState",
+    "check_writable",
     "inference_datalist",
     "HYPERCMR_GROUP_ORDER",
     "ShapeGroupBatchSampler",

@@ -32,6 +32,7 @@ __all__ = [
     "EpochModelSaver",
     "save_model",
     "latest_checkpoint",
+    "checkpoints_newest_first",
     "unwrap_model",
 ]
 
@@ -107,14 +108,20 @@ def _state_of(obj):
     return obj.state_dict()
 
 
-def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """The ``checkpoint_e*_i*.pt`` file with the highest iteration in ``directory``, or ``None``."""
-    best: tuple[int, Path] | None = None
+def checkpoints_newest_first(directory: str | os.PathLike) -> list[Path]:
+    """The ``checkpoint_e*_i*.pt`` files of ``directory``, highest iteration first."""
+    found = []
     for name in glob.glob(os.path.join(glob.escape(str(directory)), "checkpoint_e*_i*.pt")):
         match = _CKPT_RE.search(name)
-        if match and (best is None or int(match.group(2)) > best[0]):
-            best = (int(match.group(2)), Path(name))
-    return None if best is None else best[1]
+        if match:
+            found.append((int(match.group(2)), Path(name)))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """The ``checkpoint_e*_i*.pt`` file with the highest iteration in ``directory``, or ``None``."""
+    found = checkpoints_newest_first(directory)
+    return found[0] if found else None
 
 
 class AtomicCheckpointSaver:
@@ -178,12 +185,34 @@ class ResumeFromCheckpoint:
         if self.enabled:
             engine.add_event_handler(Events.STARTED, self)
 
+    def _newest_readable(self) -> tuple[Path, Mapping] | None:
+        """The newest checkpoint that loads; an unreadable one is named in a warning and the previous one tried."""
+        from bundle.errors import CheckpointError
+        from bundle.networks.pretrained import read_checkpoint
+
+        candidates = checkpoints_newest_first(self.checkpoint_dir)
+        for path in candidates:
+            try:
+                return path, read_checkpoint(path, self.map_location)
+            except CheckpointError as err:
+                logger.warning("cannot resume from %s; trying the previous checkpoint", err)
+        if candidates:
+            raise CheckpointError.at(
+                self.checkpoint_dir, "no checkpoint here can be read; move the folder aside or pass --resume false"
+            )
+        return None
+
     def __call__(self, engine: Engine) -> None:
-        path = latest_checkpoint(self.checkpoint_dir)
-        if path is None:
+        from bundle.networks.pretrained import check_state_dict
+
+        found = self._newest_readable()
+        if found is None:
             logger.info("no checkpoint in %s: training starts from scratch", self.checkpoint_dir)
             return
-        checkpoint = torch.load(path, map_location=self.map_location, weights_only=True)
+        path, checkpoint = found
+        model = self.load_dict.get("model")
+        if isinstance(model, torch.nn.Module) and "model" in checkpoint:
+            check_state_dict(unwrap_model(model), checkpoint["model"], path)
         max_epochs = engine.state.max_epochs
         for key, obj in self.load_dict.items():
             if key not in checkpoint:

@@ -6,10 +6,12 @@ epoch hook; these small handlers add them without replacing the engines' iterati
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from ignite.engine import Engine, Events
@@ -33,7 +35,13 @@ class NonFiniteLossError(RuntimeError):
 
 
 class SkippedDataError(RuntimeError):
-    """Raised at the very end of a run that skipped bad data, so the process exits non-zero."""
+    """Raised at the very end of a run that skipped bad data, so the process exits non-zero.
+
+    It is an expected outcome, not a crash: on the command line only its message (the run's summary) is printed,
+    without a traceback (``summary_only``, see :mod:`bundle.errors`).
+    """
+
+    summary_only = True
 
 
 def is_stepping_iteration(engine: Engine) -> bool:
@@ -170,10 +178,17 @@ class BadDataReport:
     that the process exits non-zero after all outputs were written.
     """
 
-    def __init__(self, name: str = "run"):
+    def __init__(self, name: str = "run", report_path: str | None = None):
         self.name = name
+        self.report_path = report_path
         self.skipped: Counter[str] = Counter()
+        self.reasons: dict[str, str] = {}
+        self.written: int | None = None
         self._seen: set[str] = set()
+
+    def note_written(self, file: str) -> None:
+        """Count an input whose outputs were all written (for the final summary)."""
+        self.written = (self.written or 0) + 1
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
@@ -183,7 +198,9 @@ class BadDataReport:
         """Record a problem found outside a batch (e.g. a whole file rejected at inference)."""
         if message and message not in self._seen:
             self._seen.add(message)
-            self.skipped[message.split(": ", 1)[0]] += 1
+            path = message.split(": ", 1)[0]
+            self.skipped[path] += 1
+            self.reasons.setdefault(path, message[len(path) + 2 :] or message)
 
     def record_error(self, err: BaseException) -> None:
         """Record a file rejected before the run (e.g. by a tolerant dataset scan) and log it."""
@@ -214,9 +231,27 @@ class BadDataReport:
     def total(self) -> int:
         return sum(self.skipped.values())
 
+    def _write_report(self) -> str | None:
+        if self.report_path is None:
+            return None
+        from bundle.io.paths import atomic_write
+
+        rows = [{"file": f, "items": n, "reason": self.reasons.get(f, "")} for f, n in sorted(self.skipped.items())]
+        text = json.dumps({"run": self.name, "files_written": self.written, "skipped": rows}, indent=1) + "\n"
+        atomic_write(self.report_path, lambda tmp: Path(tmp).write_text(text))
+        return str(self.report_path)
+
     def raise_if_any(self) -> None:
-        if self.skipped:
-            raise SkippedDataError(
-                f"{self.name} finished but skipped {self.total} bad item(s) in {len(self.skipped)} file(s): "
-                + ", ".join(sorted(self.skipped))
-            )
+        """Raise :class:`SkippedDataError` whose message is the run's summary, if anything was skipped."""
+        if not self.skipped:
+            return
+        written = "" if self.written is None else f"{self.written} file(s) written, "
+        lines = [
+            f"{self.name} finished but skipped {self.total} bad item(s) in {len(self.skipped)} file(s) "
+            f"({written}exit status 1):"
+        ]
+        lines += [f"  {f}: {self.reasons.get(f, '')}"[:300] for f in sorted(self.skipped)]
+        report = self._write_report()
+        if report is not None:
+            lines.append(f"full report: {report}")
+        raise SkippedDataError("\n".join(lines))

@@ -69,6 +69,23 @@ class ReconstructionWriter:
         self._volumes: dict[str, dict] = {}
         self.written: list[Path] = []
 
+    def output_paths(self, file: str) -> list[Path]:
+        """Every output this writer produces for the input ``file`` (with its current switches)."""
+        from bundle.io.paths import derive_output_path, submission_path
+
+        paths = []
+        if self.write_submission:
+            paths.append(submission_path(file, self.dataset_dir, self.output_dir / "submission"))
+        if self.write_nifti:
+            paths.append(derive_output_path(file, self.dataset_dir, self.output_dir / "nifti", new_suffix=".nii.gz"))
+        if self.write_preview:
+            paths.append(derive_output_path(file, self.dataset_dir, self.output_dir / "preview", new_suffix=".png"))
+        return paths
+
+    def is_done(self, file: str) -> bool:
+        """Whether every output of ``file`` exists. Each is written atomically, so one that exists is complete."""
+        return all(path.is_file() for path in self.output_paths(file))
+
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
         engine.add_event_handler(Events.COMPLETED, self._check_complete)
@@ -103,6 +120,8 @@ class ReconstructionWriter:
                 del self._volumes[file]
                 try:
                     self._write(file, entry)
+                    if self.report is not None:
+                        self.report.note_written(file)
                 except Exception as err:
                     if self.report is None:
                         raise

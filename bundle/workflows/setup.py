@@ -58,11 +58,14 @@ def inference_datalist(
     modalities=None,
     check_values: bool = True,
     splits=("ValidationSet", "TestSet"),
+    skip=None,
 ) -> list[dict]:
     """Slice items of every undersampled file under ``dataset_dir`` that passes validation.
 
     ``splits`` names the set folders to reconstruct (CMRxRecon2023 trees also hold undersampled TrainingSet
-    files); ``None`` takes every undersampled file.
+    files); ``None`` takes every undersampled file. ``skip(path) -> bool`` leaves out files before they are
+    checked, e.g. :meth:`~bundle.workflows.inference.ReconstructionWriter.is_done` to resume an interrupted run;
+    the number left out is logged, and an empty list is returned when nothing is left to do.
 
     Each file is checked first (:func:`bundle.data.checks.check_file`): a bad file is logged, recorded in
     ``report`` (a :class:`~bundle.workflows.handlers.BadDataReport`) and left out, so the others are still
@@ -85,9 +88,12 @@ def inference_datalist(
             reject(str(err))
 
     records = scan_dataset(dataset_dir, modalities=modalities, on_error=on_scan_error)
-    good = []
+    good, done = [], 0
     for record in records:
         if record.kind != "undersampled" or (splits is not None and record.split not in splits):
+            continue
+        if skip is not None and skip(record.path):
+            done += 1
             continue
         # A missing mask file is not fatal: the loader infers the mask from the zero-filled k-space lines.
         problems = [p for p in check_file(record, check_values=check_values) if p.kind != "missing_mask"]
@@ -96,6 +102,14 @@ def inference_datalist(
             reject(f"{record.path}: " + "; ".join(f"{p.message}{where(p)}" for p in problems))
             continue
         good.append(record)
+    if done:
+        logger.warning(
+            "skipping %d file(s) whose outputs all exist already (--skip_existing false redoes them); %d to do",
+            done,
+            len(good),
+        )
+        if not good:
+            return []
     if not good:
         raise EmptyDatasetError.at(
             dataset_dir, "no usable undersampled files (UnderSample_Task* or AccFactor*) to reconstruct"
