@@ -350,3 +350,17 @@ def test_masks_follow_the_items_acs_width(rng, acs_width, expected):
 def test_a_configured_acs_width_overrides_the_item(rng):
     d = RandKspaceMaskd(patterns=("Uniform",), accelerations=(10,), acs_width=16)(_sample(rng, ny=64, acs_width=24))
     assert _acs_columns(d["mask"]) < 24
+
+
+def test_validation_masks_do_not_depend_on_where_the_dataset_lives(rng):
+    from bundle.transforms.dictionary import portable_name
+
+    tail = "ChallengeData/MultiCoil/Cine/TrainingSet/FullSample/P001/cine_sax.mat"
+    assert portable_name(f"/data/a/{tail}") == "Cine/TrainingSet/FullSample/P001/cine_sax.mat"
+    assert portable_name("/x/y/Cine/TrainingSet/FullSample/P001/cine_sax.mat") == portable_name(f"/b/{tail}")
+    masks = []
+    for root in ("/home/one/data", "/mnt/elsewhere/copy"):
+        sample = _sample(np.random.default_rng(0), ny=64, file=f"{root}/{tail}")
+        transform = RandKspaceMaskd(patterns=("Uniform", "ktGaussian"), kt_accelerations=(8,), deterministic=True)
+        masks.append(transform(sample)["mask"])
+    np.testing.assert_array_equal(*masks)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import PurePath
 
 import numpy as np
 import torch
@@ -80,6 +81,20 @@ def _acs_width(configured: int | None, d: Mapping) -> int:
     return int(width) if isinstance(width, (int, np.integer)) and width > 0 else DEFAULT_ACS_WIDTH
 
 
+def portable_name(file) -> str:
+    """The part of a data file's path that does not depend on where the dataset lives.
+
+    The path below the last ``MultiCoil`` folder (``Cine/TrainingSet/FullSample/P001/cine_sax.mat``), or its last
+    five parts outside such a tree. Seeds drawn from it give the same validation masks, and so the same metrics,
+    in every checkout and on every machine.
+    """
+    parts = PurePath(str(file)).parts
+    if "MultiCoil" in parts:
+        start = len(parts) - parts[::-1].index("MultiCoil")
+        return "/".join(parts[start:])
+    return "/".join(parts[-5:])
+
+
 def _at_sample(d: Mapping, fn, *args, **kwargs):
     """Call ``fn``; a data error it raises is re-raised naming the sample (file, z, t)."""
     try:
@@ -130,8 +145,9 @@ class RandKspaceMaskd(Randomizable, MapTransform):
     taken, so a kt mask keeps its temporal structure. ``d['pattern']`` and ``d['acceleration']`` record the
     choice.
 
-    ``deterministic=True`` (validation) draws everything from a stable hash of ``(file, z, t, seed)``: the
-    same sample gets the same mask every epoch, whatever the order, worker or transform instance.
+    ``deterministic=True`` (validation) draws everything from a stable hash of ``(file, z, t, seed)``, with the
+    file named by :func:`portable_name`: the same sample gets the same mask every epoch, whatever the order,
+    worker, transform instance or the folder the dataset sits in.
 
     ``acs_width`` (fully sampled central ky lines) defaults to the item's ``acs_width``: 16 for CMRxRecon2024
     files, 24 for CMRxRecon2023 files, as in their official masks.
@@ -194,7 +210,7 @@ class RandKspaceMaskd(Randomizable, MapTransform):
     def _stable_state(self, d: Mapping) -> np.random.RandomState:
         if "file" not in d:
             raise ValueError("RandKspaceMaskd(deterministic=True) needs d['file'] (with 'z' and 't') to seed the mask")
-        key = repr((str(d["file"]), _plain(d.get("z")), _plain(d.get("t")), self.seed)).encode()
+        key = repr((portable_name(d["file"]), _plain(d.get("z")), _plain(d.get("t")), self.seed)).encode()
         # A cryptographic digest, unlike hash(), is the same in every process and Python run.
         return np.random.RandomState(int.from_bytes(hashlib.sha256(key).digest()[:4], "little"))
 
