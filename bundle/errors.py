@@ -104,26 +104,23 @@ class RunStateError(BundleError):
 # --------------------------------------------------------------------------------------------------- CLI
 
 
-def find_bundle_error(exc: BaseException | None, kind: type[BundleError] = BundleError) -> BundleError | None:
-    """The first ``kind`` error in ``exc``'s chain of causes (``raise ... from``) and contexts, or ``None``."""
+def _chain(exc: BaseException | None):
+    """``exc``, then its causes (``raise ... from``) and contexts, each once."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, kind):
-            return exc
+        yield exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return None
+
+
+def find_bundle_error(exc: BaseException | None, kind: type[BundleError] = BundleError) -> BundleError | None:
+    """The first ``kind`` error in ``exc``'s chain of causes (``raise ... from``) and contexts, or ``None``."""
+    return next((e for e in _chain(exc) if isinstance(e, kind)), None)
 
 
 def _summary_error(exc: BaseException | None) -> BaseException | None:
     """An error in the chain that is an expected outcome with its own summary (``summary_only = True``)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if getattr(exc, "summary_only", False):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
+    return next((e for e in _chain(exc) if getattr(e, "summary_only", False)), None)
 
 
 def _excepthook(exc_type, exc, tb, previous=sys.excepthook) -> None:
