@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 from monai.transforms import Compose, MapTransform, Randomizable
 
@@ -225,3 +225,61 @@ def test_prepare_batch_passes_the_items_acs_width_to_the_network():
     assert PrepareReconBatch()(dict(batch, acs_width=torch.tensor([24, 24])))[3] == {"num_low_frequencies": 24}
     with pytest.raises(ValueError, match="mixes items with ACS widths"):
         PrepareReconBatch()(dict(batch, acs_width=torch.tensor([16, 24])))
+
+
+def _amp_trainer(loss_factors, image: torch.Tensor, init_scale: float, lr: float = 0.1, weight=None):
+    """A MONAI trainer with AMP on, a CPU ``GradScaler`` and the loss ``factor * pred`` (bias-free Linear).
+
+    ``d loss / d pred = factor`` is what the scaler multiplies; the parameter gradient is ``factor * image``.
+    """
+    from monai.engines import SupervisedTrainer
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1, bias=False)
+    if weight is not None:
+        with torch.no_grad():
+            model.weight.copy_(torch.tensor([weight]))
+    data = [{"image": image, "label": torch.zeros(1, 1), "file": ["f.mat"]} for _ in loss_factors]
+    factors = iter(loss_factors)
+    guard = StepGuard(clip_norm=None, max_bad_steps=5)
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=data,
+        network=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+        loss_function=lambda pred, label: pred.sum() * next(factors),
+        train_handlers=[guard],
+        amp=True,
+        decollate=False,
+    )
+    # MONAI's Trainer.run() creates a fresh (here disabled, CUDA) scaler, so install the CPU one once it started.
+    trainer.add_event_handler(
+        Events.STARTED, lambda engine: setattr(engine, "scaler", torch.amp.GradScaler("cpu", init_scale=init_scale))
+    )
+    return trainer, model, guard
+
+
+def test_steps_skipped_by_a_calibrating_grad_scaler_do_not_stop_training():
+    # d loss / d pred = 1e30 overflows fp32 once scaled by more than ~2**28, so a scaler starting at 2**40
+    # skips about 12 steps while it halves itself; the parameter gradient (1e30 * 1e-30) stays near 1.
+    trainer, model, guard = _amp_trainer([1e30] * 20, torch.full((1, 2), 1e-30), init_scale=2.0**40)
+    before = model.weight.detach().clone()
+    trainer.run()  # far more than max_bad_steps overflows in a row, and no NonFiniteLossError
+    assert guard.scaler_skipped >= 10 and guard.total_bad == 0
+    assert trainer.scaler.get_scale() <= 2.0**29
+    assert not torch.equal(before, model.weight)  # it trained once calibrated
+
+
+def test_non_finite_losses_still_stop_an_amp_run():
+    trainer, _, _ = _amp_trainer([float("nan")] * 6, torch.ones(1, 2), init_scale=2.0**16)
+    with pytest.raises(NonFiniteLossError, match="5 consecutive"):
+        trainer.run()
+
+
+def test_overflows_that_persist_at_the_minimum_scale_still_stop_an_amp_run():
+    # pred = 1e10 - 1e10 = 0 (a finite loss), but each weight's gradient is 1e30 * 1e10: inf even unscaled.
+    trainer, _, guard = _amp_trainer([1e30] * 8, torch.full((1, 2), 1e10), init_scale=1.0, weight=[1.0, -1.0])
+    with pytest.raises(NonFiniteLossError, match="5 consecutive"):
+        trainer.run()
+    assert guard.scaler_skipped == 0

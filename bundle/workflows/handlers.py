@@ -74,13 +74,20 @@ class StepGuard:
     nor weight decay move), the items are logged, and after ``max_bad_steps`` consecutive bad steps the run
     stops with :class:`NonFiniteLossError`. Under AMP the ``GradScaler`` already skips non-finite steps, so the
     gradients are left for it to see.
+
+    With a ``GradScaler``, gradients that overflow while the scale is above ``min_amp_scale`` are the scaler
+    calibrating (fp16 starts at 2**16 and halves on each overflow): the scaler skips those steps and they are
+    not counted. A non-finite loss, non-finite gradients without a scaler, and overflows that persist at a scale
+    of ``min_amp_scale`` or less still count.
     """
 
-    def __init__(self, clip_norm: float | None = 1.0, max_bad_steps: int = 5):
+    def __init__(self, clip_norm: float | None = 1.0, max_bad_steps: int = 5, min_amp_scale: float = 1.0):
         self.clip_norm = clip_norm
         self.max_bad_steps = int(max_bad_steps)
+        self.min_amp_scale = float(min_amp_scale)
         self.consecutive_bad = 0
         self.total_bad = 0
+        self.scaler_skipped = 0
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
@@ -92,15 +99,19 @@ class StepGuard:
         loss = engine.state.output["loss"]
         bad = not bool(torch.isfinite(loss).all())
         stepping = is_stepping_iteration(engine)
+        scaler = getattr(engine, "scaler", None) if getattr(engine, "amp", False) else None
         if stepping and not bad:
             params = self._params(engine)
-            scaler = getattr(engine, "scaler", None)
-            if getattr(engine, "amp", False) and scaler is not None and params:
+            if scaler is not None and params:
                 scaler.unscale_(engine.optimizer)
             if params:
                 max_norm = float("inf") if self.clip_norm is None else float(self.clip_norm)
                 norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
                 bad = not math.isfinite(float(norm))
+                if bad and scaler is not None and scaler.is_enabled() and scaler.get_scale() > self.min_amp_scale:
+                    self.scaler_skipped += 1
+                    logger.debug("gradient overflow at scale %g: the AMP scaler skips this step", scaler.get_scale())
+                    return
         if not bad:
             if stepping:
                 self.consecutive_bad = 0
