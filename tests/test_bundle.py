@@ -326,3 +326,26 @@ def test_cmrxrecon2023_tree_trains_on_official_masks_then_evaluates(demo_root_20
     tables = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert {row["modality"] for row in tables["per_modality"]} <= {"Cine", "Mapping"} and tables["per_file"]
     assert all(np.isfinite(tables["overall"][key]) for key in ("ssim", "psnr", "nmse", "zf_ssim"))
+
+
+def test_validation_metrics_do_not_depend_on_where_the_dataset_lives(trained, demo_root, tmp_path):
+    import shutil
+
+    overall = []
+    for name in ("first", "second"):
+        copy = tmp_path / name / "somewhere"
+        shutil.copytree(demo_root, copy)
+        overrides = _train_overrides(copy, trained)
+        overrides["output_dir"] = str(tmp_path / name / "eval")
+        _run_workflow(
+            ConfigWorkflow(
+                config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")],
+                meta_file=META,
+                logging_file=LOGGING,
+                workflow_type="train",
+                run_id="evaluating",
+                **overrides,
+            )
+        )
+        overall.append(json.loads((tmp_path / name / "eval" / "metrics.json").read_text())["overall"])
+    assert overall[0] == overall[1]

@@ -283,3 +283,42 @@ def test_overflows_that_persist_at_the_minimum_scale_still_stop_an_amp_run():
     with pytest.raises(NonFiniteLossError, match="5 consecutive"):
         trainer.run()
     assert guard.scaler_skipped == 0
+
+
+def test_cudnn_autotuning_is_on_for_cuda_unless_deterministic(monkeypatch):
+    from bundle.workflows import configure_cudnn
+
+    try:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the CUDA branch, emulated on CPU
+        assert configure_cudnn(deterministic=False) and torch.backends.cudnn.benchmark
+        assert not torch.backends.cudnn.deterministic
+        assert not configure_cudnn(deterministic=True) and not torch.backends.cudnn.benchmark
+        assert torch.backends.cudnn.deterministic
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        assert not configure_cudnn(deterministic=False)
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, False
+
+
+class _ThreadCounts(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        from threadpoolctl import threadpool_info
+
+        return torch.get_num_threads(), max((pool["num_threads"] for pool in threadpool_info()), default=1)
+
+
+def test_dataloader_workers_use_one_torch_and_one_blas_thread():
+    from threadpoolctl import threadpool_limits
+
+    from bundle.workflows import worker_init
+
+    def counts(init):
+        loader = torch.utils.data.DataLoader(_ThreadCounts(), num_workers=1, worker_init_fn=init, batch_size=None)
+        return [tuple(map(int, item)) for item in loader]
+
+    with threadpool_limits(limits=2):  # a parent process with 2 BLAS threads, as on the 2-core machines
+        assert counts(None)[0][1] == 2  # a plain worker inherits them
+        assert counts(worker_init) == [(1, 1), (1, 1)]

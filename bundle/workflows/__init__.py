@@ -26,7 +26,7 @@ from .handlers import (
 from .inference import ReconstructionWriter
 from .runstate import MANIFEST_NAME, RunState, check_writable
 from .sampler import HYPERCMR_GROUP_ORDER, ShapeGroupBatchSampler, group_batches
-from .setup import inference_datalist, prepare_dataset
+from .setup import configure_cudnn, inference_datalist, prepare_dataset, worker_init
 from .validation import ChallengeMetric, MetricsTableWriter, ReconImageWriter, select_ranking_items, zero_filled_image
 
 __all__ = [
@@ -54,6 +54,8 @@ __all__ = [
     "is_stepping_iteration",
     "ReconstructionWriter",
     "prepare_dataset",
+    "configure_cudnn",
+    "worker_init",
     "MANIFEST_NAME",
     "RunState",
     "check_writable",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bundle.errors import CMRDataError, EmptyDatasetError
 
-__all__ = ["prepare_dataset"]
+__all__ = ["prepare_dataset", "inference_datalist", "configure_cudnn", "worker_init"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,3 +115,36 @@ def inference_datalist(
             dataset_dir, "no usable undersampled files (UnderSample_Task* or AccFactor*) to reconstruct"
         )
     return build_items(assign_groups(good), exclude=(), trims={})
+
+
+def configure_cudnn(deterministic: bool = False) -> bool:
+    """cuDNN autotuning on CUDA unless ``deterministic``; returns whether it is on.
+
+    MONAI's ``set_determinism`` turns autotuning off and deterministic algorithms on, which costs speed on every
+    convolution shape; with fixed shape groups the autotuner's one-time search pays off within a few batches.
+    """
+    import torch
+
+    benchmark = torch.cuda.is_available() and not deterministic
+    torch.backends.cudnn.benchmark = benchmark
+    torch.backends.cudnn.deterministic = bool(deterministic)
+    if torch.cuda.is_available():
+        logger.info("cuDNN autotuning %s (deterministic=%s)", "on" if benchmark else "off", deterministic)
+    return benchmark
+
+
+_THREAD_LIMITS = []  # keeps the BLAS limit of a DataLoader worker alive for the worker's lifetime
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one torch and one BLAS thread per worker, then MONAI's worker seeding.
+
+    Workers are processes of their own; each inheriting the main process's thread count oversubscribes the cores.
+    """
+    import torch
+    from monai.data.utils import worker_init_fn
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    _THREAD_LIMITS.append(threadpool_limits(limits=1))
+    worker_init_fn(worker_id)
