@@ -9,7 +9,8 @@ Usage::
 Sizes are ``HxW`` in model orientation: H = readout ``nx``, W = phase encode ``ny`` (the undersampled axis), so
 the CMRxRecon2024 cine SAX matrix is ``512x246`` (stored on disk as ``(nt, nz, nc, ny=246, nx=512)``).
 
-Sections (``--sections``, default ``train,infer,data,loss,flops``; ``ckpt``, ``ab`` and ``import`` are opt-in):
+Sections (``--sections``, default ``train,infer,data,loss,flops``; ``ckpt``, ``ab``, ``import`` and ``coils`` are
+opt-in):
 
 * ``train``: one optimisation step (forward, HyperCMRLoss with the VGG term off, backward, AdamW step): median
   time, slices/s, per-phase times and peak memory (CUDA ``max_memory_allocated``; on CPU the peak RSS sampled
@@ -29,6 +30,9 @@ Sections (``--sections``, default ``train,infer,data,loss,flops``; ``ckpt``, ``a
 * ``import``: ``scripts/import_weights.py`` on a synthetic Lightning checkpoint of ``--cascades`` cascades in the
   PromptMR v1 layout (``promptmr.`` keys, ``loss.w``, hyper-parameters, AdamW states): file size, read +
   validation time, whole import time, and that the imported tensors equal the source (size-independent);
+* ``coils``: ``CoilCompressd`` on one training item (masked, full and target k-space of ``--frames`` frames) from
+  10 and 20 coils to ``--coils``, against the previous implementation (zero-filled ACS frame, complex128 SVD,
+  einsum) in the same process, rounds interleaved;
 * ``ab``: before/after of the hot-spot fixes (channels-last U-Nets, checkerboard centred FFT) interleaved in one
   process, and of ``--malloc-tuning`` in alternating subprocesses (``docs/benchmarks.md``).
 
@@ -58,6 +62,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,9 +77,9 @@ from bundle.mri import ifft2c, rss  # noqa: E402
 from bundle.networks import PromptMR  # noqa: E402
 
 SECTIONS = ("train", "infer", "data", "loss", "flops")
-EXTRA_SECTIONS = ("ckpt", "ab", "import")
+EXTRA_SECTIONS = ("ckpt", "ab", "import", "coils")
 # In-process order: the data section forks DataLoader workers, so it runs last.
-RUN_ORDER = ("train", "loss", "infer", "flops", "ckpt", "ab", "data", "import")
+RUN_ORDER = ("train", "loss", "infer", "flops", "ckpt", "ab", "data", "import", "coils")
 MEMORY_LIMIT_EXIT = 99
 GB = 1024**3
 
@@ -948,6 +953,47 @@ def section_import(args: argparse.Namespace) -> dict:
         }
 
 
+def _coil_compress_before(d: dict, num_coils: int) -> dict:
+    """``CoilCompressd`` as it was before the Gram/eigh matrix and the GEMM (reference for the A/B)."""
+    from bundle.transforms.kspace import extract_acs
+
+    centre = d["kspace_masked"][d["kspace_masked"].shape[0] // 2]
+    acs = extract_acs(centre, d["mask"], acs_width=16)
+    u = np.linalg.svd(acs.reshape(acs.shape[0], -1).astype(np.complex128), full_matrices=False)[0]
+    m = u[:, :num_coils].conj().T.astype(np.complex64)
+    out = {}
+    for key in ("kspace_masked", "kspace_full", "kspace_target"):
+        x = d[key] if d[key].ndim == 4 else d[key][None]
+        y = np.einsum("vc,fcxy->fvxy", m, x, optimize=True).astype(x.dtype, copy=False)
+        out[key] = y if d[key].ndim == 4 else y[0]
+    return out
+
+
+def section_coils(args: argparse.Namespace, size: tuple[int, int]) -> dict:
+    """Coil compression of one training item, before and after, at 10 and 20 input coils."""
+    from bundle.transforms import CoilCompressd, make_mask
+
+    nx, ny = size
+    rng = np.random.default_rng(0)
+    rows = []
+    for coils in (10, 20):
+        shape = (args.frames, coils, nx, ny)
+        kspace = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+        mask = make_mask("Uniform", 4, args.frames, nx, ny)
+        item = {"kspace_masked": kspace * mask[:, None], "kspace_full": kspace, "mask": mask, "file": "bench.mat"}
+        item["kspace_target"] = kspace[args.frames // 2]
+        after_fn = CoilCompressd(num_coils=args.coils)
+        before, after = [], []
+        for _ in range(max(args.repeats, 3)):  # interleaved, so machine noise hits both alike
+            before += timed(partial(_coil_compress_before, item, args.coils), 1, 0, torch.device("cpu"))
+            after += timed(partial(after_fn, item), 1, 0, torch.device("cpu"))
+        row = {"coils": coils, "after_ms": median(after) * 1e3}
+        if coils > args.coils:  # below that the transform is a no-op in both versions
+            row.update(before_ms=median(before) * 1e3, speedup=median(before) / median(after))
+        rows.append(row)
+    return {"rows": rows}
+
+
 # --------------------------------------------------------------------------------------------------- driver
 
 
@@ -961,6 +1007,8 @@ def run_in_process(args: argparse.Namespace, section: str, size: tuple[int, int]
         return section_ab(args, size, device)
     if section == "import":
         return section_import(args)
+    if section == "coils":
+        return section_coils(args, size)
     if section in ("loss", "flops"):
         return (section_loss if section == "loss" else section_flops)(args, size, device)
     return (section_train if section == "train" else section_infer)(bench)
@@ -1113,6 +1161,16 @@ def print_tables(results: dict[str, list[dict]], summary: list[dict]) -> None:
             + [r["read_and_validate_s"], r["import_s"], r["tensors_equal"]]
             for r in results.get("import", [])
             if ok(r)
+        ],
+    )
+    table(
+        "Coil compression (CoilCompressd, one training item, to --coils virtual coils)",
+        ["size", "input coils", "before ms", "after ms", "speedup"],
+        [
+            [r["size"], row["coils"], row.get("before_ms"), row["after_ms"], row.get("speedup")]
+            for r in results.get("coils", [])
+            if ok(r)
+            for row in r["rows"]
         ],
     )
     table(

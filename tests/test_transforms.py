@@ -364,3 +364,16 @@ def test_validation_masks_do_not_depend_on_where_the_dataset_lives(rng):
         transform = RandKspaceMaskd(patterns=("Uniform", "ktGaussian"), kt_accelerations=(8,), deterministic=True)
         masks.append(transform(sample)["mask"])
     np.testing.assert_array_equal(*masks)
+
+
+def test_coil_compression_matrix_spans_the_top_singular_subspace(rng):
+    from bundle.transforms.kspace import coil_compression_matrix
+
+    calib = (rng.normal(size=(12, 300)) + 1j * rng.normal(size=(12, 300))) * np.linspace(3, 0.1, 12)[:, None]
+    matrix = coil_compression_matrix(calib.astype(np.complex64), 5)
+    u = np.linalg.svd(calib, full_matrices=False)[0][:, :5]
+    np.testing.assert_allclose(matrix.conj().T @ matrix, u @ u.conj().T, atol=1e-5)  # same projector
+    np.testing.assert_allclose(matrix @ matrix.conj().T, np.eye(5), atol=1e-5)  # orthonormal rows
+    peaks = matrix.conj()[np.arange(5), np.argmax(np.abs(matrix), axis=1)]
+    np.testing.assert_allclose(peaks.imag, 0, atol=1e-6)  # the phase convention: largest entry real, positive
+    assert (peaks.real > 0).all()

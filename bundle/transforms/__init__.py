@@ -18,6 +18,7 @@ from bundle.transforms.dictionary import (
 )
 from bundle.transforms.kspace import (
     NORMALIZATION_MODES,
+    acs_window,
     apply_coil_compression,
     centre_frame_target,
     coil_compress,
@@ -62,6 +63,7 @@ __all__ = [
     "coil_compression_matrix",
     "denormalize",
     "extract_acs",
+    "acs_window",
     "normalization_scale",
     "normalize",
     "undersample",

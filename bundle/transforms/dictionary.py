@@ -27,11 +27,11 @@ from bundle.errors import CMRDataError, EmptySliceError, NonFiniteDataError, Sha
 from bundle.mri import neighbour_frame_indices
 from bundle.transforms.kspace import (
     NORMALIZATION_MODES,
+    acs_window,
     apply_coil_compression,
     centre_frame_target,
     coil_compression_matrix,
     denormalize,
-    extract_acs,
     normalization_scale,
     normalize,
     undersample,
@@ -297,7 +297,7 @@ class MakeTargetd(MapTransform):
 class CoilCompressd(MapTransform):
     """SVD coil compression of every key ``(F, C, nx, ny)`` (or ``(C, nx, ny)``) to ``num_coils`` virtual coils.
 
-    One matrix is computed from the ACS region (:func:`~bundle.transforms.kspace.extract_acs`, width
+    One matrix is computed from the ACS region (:func:`~bundle.transforms.kspace.acs_window`, width
     ``acs_width``, by default the item's, block for radial masks) of the centre frame of ``d[calib_key]``, the
     **masked** k-space, so training and inference (where only masked data exist) compress the same way. It is
     applied to every frame and key, e.g. ``kspace_full`` and ``kspace_target`` as well, so masking and
@@ -332,7 +332,7 @@ class CoilCompressd(MapTransform):
         centre = calib[calib.shape[0] // 2]
         mask = d.get(self.mask_key)
         width = _acs_width(self.acs_width, d)
-        acs = extract_acs(centre, width if mask is None else mask, acs_width=width)
+        acs = centre[acs_window(centre.shape, width if mask is None else mask, acs_width=width)]
         matrix = coil_compression_matrix(acs, self.num_coils)
         for key in self.key_iterator(d):
             x = d[key]
