@@ -322,3 +322,46 @@ def test_dataloader_workers_use_one_torch_and_one_blas_thread():
     with threadpool_limits(limits=2):  # a parent process with 2 BLAS threads, as on the 2-core machines
         assert counts(None)[0][1] == 2  # a plain worker inherits them
         assert counts(worker_init) == [(1, 1), (1, 1)]
+
+
+def test_logging_handlers_convert_tensors_only_on_logging_iterations(tmp_path, monkeypatch):
+    from monai.engines import SupervisedTrainer
+    from monai.handlers import StatsHandler, TensorBoardStatsHandler, from_engine
+
+    from bundle.workflows import TrainingScalars, log_every
+
+    model = torch.nn.Linear(2, 1)
+    data = [{"image": torch.ones(1, 2), "label": torch.zeros(1, 1)} for _ in range(7)]
+    scalars = TrainingScalars(log_interval=3)
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=data,
+        network=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        loss_function=torch.nn.MSELoss(),
+        train_handlers=[
+            scalars,
+            StatsHandler(iteration_log=log_every(3), output_transform=from_engine(["loss"], first=True)),
+            TensorBoardStatsHandler(
+                log_dir=str(tmp_path), iteration_log=log_every(3), output_transform=lambda out: out["scalars"]
+            ),
+        ],
+        decollate=False,
+    )
+    converted = set()  # iterations at which some tensor became a Python number (a GPU->host sync on CUDA)
+    for name in ("__float__", "item", "__bool__", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _original=original, **kwargs):
+            converted.add(trainer.state.iteration)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    logged = {}
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: logged.update({e.state.iteration: e.state.output}))
+    trainer.run()
+    monkeypatch.undo()
+    assert converted <= {3, 6, 7}  # every 3rd iteration and the epoch's last
+    assert {i for i, out in logged.items() if "scalars" in out} == {3, 6, 7}
+    assert set(logged[7]["scalars"]) == {"train/loss", "train/lr"}

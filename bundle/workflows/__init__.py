@@ -22,6 +22,7 @@ from .handlers import (
     StepGuard,
     TrainingScalars,
     is_stepping_iteration,
+    log_every,
 )
 from .inference import ReconstructionWriter
 from .runstate import MANIFEST_NAME, RunState, check_writable
@@ -52,6 +53,7 @@ __all__ = [
     "StepGuard",
     "TrainingScalars",
     "is_stepping_iteration",
+    "log_every",
     "ReconstructionWriter",
     "prepare_dataset",
     "configure_cudnn",

@@ -134,18 +134,41 @@ class StepGuard:
             )
 
 
-class TrainingScalars:
-    """Puts every weighted loss term and the learning rate into ``engine.state.output["scalars"]``.
+def log_every(interval: int):
+    """Ignite event filter: every ``interval``-th iteration and the last iteration of each epoch."""
+    interval = max(1, int(interval))
 
-    A ``TensorBoardStatsHandler`` whose ``output_transform`` returns that dict then writes one tag per entry
-    (with ``decollate=True`` the output is a list and the dict sits in its first element).
+    def due(engine: Engine, iteration: int) -> bool:
+        epoch_length = engine.state.epoch_length
+        return iteration % interval == 0 or bool(epoch_length and iteration % epoch_length == 0)
+
+    return due
+
+
+class TrainingScalars:
+    """Puts the mean of every weighted loss term since the last log, and the learning rate, into
+    ``engine.state.output["scalars"]`` on logging iterations (:func:`log_every`).
+
+    In between, the terms are only added up on their device: converting a GPU tensor to a Python number waits
+    for the GPU, so doing it every iteration would stall the training loop. A ``TensorBoardStatsHandler`` whose
+    ``output_transform`` returns the dict, filtered with the same ``log_every(log_interval)``, writes one tag
+    per entry (with ``decollate=True`` the output is a list and the dict sits in its first element).
     ``loss`` is the trainer's loss object; it exposes ``last_components`` (see ``bundle.losses.TrainerLoss``).
     """
 
-    def __init__(self, loss=None, optimizer: torch.optim.Optimizer | None = None, prefix: str = "train"):
+    def __init__(
+        self,
+        loss=None,
+        optimizer: torch.optim.Optimizer | None = None,
+        prefix: str = "train",
+        log_interval: int = 1,
+    ):
         self.loss = loss
         self.optimizer = optimizer
         self.prefix = prefix
+        self.due = log_every(log_interval)
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count = 0
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
@@ -153,13 +176,21 @@ class TrainingScalars:
     def __call__(self, engine: Engine) -> None:
         # With ``decollate=True`` MONAI turns the output into one dict per sample, the loss replicated in each.
         output = engine.state.output[0] if isinstance(engine.state.output, list) else engine.state.output
-        scalars = {f"{self.prefix}/loss": float(output["loss"])}
+        terms = {f"{self.prefix}/loss": output["loss"]}
         for name, value in (getattr(self.loss, "last_components", None) or {}).items():
-            scalars[f"{self.prefix}/loss_{name}"] = float(value)
+            terms[f"{self.prefix}/loss_{name}"] = value
+        for tag, value in terms.items():
+            value = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+            self._sums[tag] = self._sums[tag] + value if tag in self._sums else value.clone()
+        self._count += 1
+        if not self.due(engine, engine.state.iteration):
+            return
+        scalars = {tag: float(total) / self._count for tag, total in self._sums.items()}
         optimizer = self.optimizer if self.optimizer is not None else getattr(engine, "optimizer", None)
         if optimizer is not None:
             scalars[f"{self.prefix}/lr"] = float(optimizer.param_groups[0]["lr"])
         output["scalars"] = scalars
+        self._sums, self._count = {}, 0
 
 
 class SamplerEpochHandler:
