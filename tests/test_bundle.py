@@ -289,6 +289,18 @@ def test_mlflow_tracking(demo_root, tmp_path):
     assert "train_loss" in metrics and "val_ssim" in metrics
 
 
+def _evaluation(overrides: dict) -> ConfigWorkflow:
+    """``evaluating`` of train.yaml + evaluate.yaml with the given overrides."""
+    return ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")],
+        meta_file=META,
+        logging_file=LOGGING,
+        workflow_type="train",
+        run_id="evaluating",
+        **overrides,
+    )
+
+
 @pytest.fixture(scope="module")
 def demo_root_2023(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo2023")
@@ -313,16 +325,7 @@ def test_cmrxrecon2023_tree_trains_on_official_masks_then_evaluates(demo_root_20
     assert split["train"] and split["val"] and not set(split["train"]) & set(split["val"])
 
     overrides["output_dir"] = str(tmp_path / "eval")
-    _run_workflow(
-        ConfigWorkflow(
-            config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")],
-            meta_file=META,
-            logging_file=LOGGING,
-            workflow_type="train",
-            run_id="evaluating",
-            **overrides,
-        )
-    )
+    _run_workflow(_evaluation(overrides))
     tables = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert {row["modality"] for row in tables["per_modality"]} <= {"Cine", "Mapping"} and tables["per_file"]
     assert all(np.isfinite(tables["overall"][key]) for key in ("ssim", "psnr", "nmse", "zf_ssim"))
@@ -337,15 +340,6 @@ def test_validation_metrics_do_not_depend_on_where_the_dataset_lives(trained, de
         shutil.copytree(demo_root, copy)
         overrides = _train_overrides(copy, trained)
         overrides["output_dir"] = str(tmp_path / name / "eval")
-        _run_workflow(
-            ConfigWorkflow(
-                config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")],
-                meta_file=META,
-                logging_file=LOGGING,
-                workflow_type="train",
-                run_id="evaluating",
-                **overrides,
-            )
-        )
+        _run_workflow(_evaluation(overrides))
         overall.append(json.loads((tmp_path / name / "eval" / "metrics.json").read_text())["overall"])
     assert overall[0] == overall[1]
