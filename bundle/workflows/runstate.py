@@ -123,9 +123,9 @@ class RunState:
         import bundle
         from bundle.data.index import training_patients
         from bundle.networks.pretrained import ARCHITECTURE_ARGS
+        from bundle.workflows.checkpoint import unwrap_model
 
-        module = self.network.module if isinstance(getattr(self.network, "module", None), torch.nn.Module) else None
-        args = getattr(module or self.network, "network_args", {})
+        args = getattr(unwrap_model(self.network), "network_args", {})
         patients = training_patients(self.dataset_root)
         return {
             "dataset_root": os.path.abspath(self.dataset_root),
