@@ -153,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-nz", type=parse_int_list, default=[2, 3], help="slices per file, cycled over files")
     p.add_argument("--data-batches", type=int, default=24, help="batches timed per worker count (after the first)")
     p.add_argument(
+        "--data-coils",
+        type=parse_int_list,
+        default=None,
+        help="coils per data file, e.g. 10,20 (compressed to --coils); default: --coils",
+    )
+    p.add_argument("--data-items", type=int, default=6, help="items timed per transform (CPU time, in-process)")
+    p.add_argument(
         "--malloc-tuning",
         action="store_true",
         help="glibc mallopt: keep freed memory instead of returning it to the OS (avoids page-fault storms)",
@@ -701,8 +708,11 @@ def ab_malloc(args: argparse.Namespace, size: tuple[int, int]) -> dict:
 # ----- data pipeline
 
 
-def write_dataset(root: Path, args: argparse.Namespace, h: int, w: int, seed: int = 0) -> list[Path]:
+def write_dataset(
+    root: Path, args: argparse.Namespace, h: int, w: int, seed: int = 0, coils: int | None = None
+) -> list[Path]:
     """Random cine SAX k-space files ``(nt=12, nz, nc, ny=w, nx=h)`` in the CMRxRecon2024 training layout."""
+    coils = args.coils if coils is None else coils
     from bundle.data import write_mat
 
     rng = np.random.default_rng(seed)
@@ -712,7 +722,7 @@ def write_dataset(root: Path, args: argparse.Namespace, h: int, w: int, seed: in
     paths = []
     for i in range(args.data_files):
         nz = args.data_nz[i % len(args.data_nz)]
-        shape = (12, nz, args.coils, w, h)
+        shape = (12, nz, coils, w, h)
         k = np.empty(shape, np.complex64)
         k.real = rng.standard_normal(shape, dtype=np.float32) * envelope
         k.imag = rng.standard_normal(shape, dtype=np.float32) * envelope
@@ -757,39 +767,56 @@ def time_loader(loader, batches: int) -> dict:
     }
 
 
-def transform_breakdown(dataset, items: int) -> dict[str, float]:
-    """Median ms per transform of ``train#preprocessing`` over ``items`` items, in the main process."""
+def transform_breakdown(dataset, items: int) -> tuple[dict[str, float], float]:
+    """Median CPU ms per transform of ``train#preprocessing`` over ``items`` items, and items per CPU second.
+
+    Runs in this process, one thread, as a DataLoader worker does. CPU time of this thread (not wall time), so
+    other load on a shared machine does not inflate the figures; the first item (file opening, heap growth) is
+    excluded.
+    """
     per: dict[str, list[float]] = {}
-    for index in range(min(items, len(dataset))):
+    total, counted = 0.0, 0
+    for index in range(min(items + 1, len(dataset))):
         d = dict(dataset.data[index])
+        spent = 0.0
         for t in dataset.transform.transforms:
             if hasattr(t, "set_random_state"):
                 t.set_random_state(seed=index)
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             d = t(d)
-            per.setdefault(type(t).__name__, []).append(time.perf_counter() - t0)
-    return {name: 1e3 * median(v) for name, v in per.items()}
+            dt = time.thread_time() - t0
+            spent += dt
+            if index:
+                per.setdefault(type(t).__name__, []).append(dt)
+        if index:
+            total, counted = total + spent, counted + 1
+    rate = counted / total if total > 0 else float("nan")
+    return {name: 1e3 * median(v) for name, v in per.items()}, rate
 
 
-def section_data(args: argparse.Namespace, size: tuple[int, int], device: torch.device) -> dict:
+def data_pipeline(args: argparse.Namespace, size: tuple[int, int], coils: int, device: torch.device) -> dict:
+    """One data-section measurement at ``coils`` coils per file (compressed to ``--coils``... see section_data)."""
     from torch.utils.data import DataLoader
 
     from bundle.data import build_datalist
-    from bundle.workflows import ReconDataset, ShapeGroupBatchSampler
+    from bundle.workflows import ReconDataset, ShapeGroupBatchSampler, worker_init
 
     h, w = size
     tmp = Path(tempfile.mkdtemp(prefix="hypercmr_bench_"))
     try:
         t0 = time.perf_counter()
-        write_dataset(tmp, args, h, w)
+        write_dataset(tmp, args, h, w, coils=coils)
         generate_s = time.perf_counter() - t0
         datalist = build_datalist(tmp, subset="all", exclude=None, trims=None)
         preprocessing, cfg = training_preprocessing(args)
         dataset = ReconDataset(datalist, transform=preprocessing, seed=cfg["seed"], on_bad_data=cfg["on_bad_data"])
+        transform_ms, cpu_rate = transform_breakdown(dataset, items=args.data_items)
         out = {
+            "file_coils": coils,
             "items": len(datalist),
             "generate_s": generate_s,
-            "transform_ms": transform_breakdown(dataset, items=3),
+            "transform_ms": transform_ms,
+            "items_per_cpu_s": cpu_rate,
             "workers": {},
         }
         for workers in args.data_workers:
@@ -800,6 +827,7 @@ def section_data(args: argparse.Namespace, size: tuple[int, int], device: torch.
                 dataset,
                 batch_sampler=sampler,
                 num_workers=workers,
+                worker_init_fn=worker_init if workers else None,
                 pin_memory=device.type == "cuda",
                 persistent_workers=False,
             )
@@ -809,6 +837,21 @@ def section_data(args: argparse.Namespace, size: tuple[int, int], device: torch.
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def section_data(args: argparse.Namespace, size: tuple[int, int], device: torch.device) -> dict:
+    """The training input pipeline at every ``--data-coils`` count (files compressed to ``--coils`` coils).
+
+    Top-level figures are those of the first count; ``by_coils`` holds every count. The process keeps freed
+    memory as DataLoader workers do (``bundle.workflows.keep_freed_memory``), so the in-process timings are a
+    worker's.
+    """
+    from bundle.workflows import keep_freed_memory
+
+    keep_freed_memory()
+    counts = args.data_coils or [args.coils]
+    by_coils = {str(c): data_pipeline(args, size, c, device) for c in counts}
+    return {**by_coils[str(counts[0])], "by_coils": by_coils}
 
 
 # ----- checkpointing comparison (always in subprocesses)
@@ -841,7 +884,9 @@ def child_argv(
     argv += ["--repeats", str(args.repeats), "--warmup", str(args.warmup), "--case-slices", str(args.case_slices)]
     argv += ["--case-direct-max-s", str(args.case_direct_max_s), "--data-batches", str(args.data_batches)]
     argv += ["--data-workers", ",".join(map(str, args.data_workers)), "--data-files", str(args.data_files)]
-    argv += ["--data-nz", ",".join(map(str, args.data_nz))]
+    argv += ["--data-nz", ",".join(map(str, args.data_nz)), "--data-items", str(args.data_items)]
+    if args.data_coils:
+        argv += ["--data-coils", ",".join(map(str, args.data_coils))]
     flags = [("--compile", args.compile), ("--checkpointing", checkpointing), ("--tiny", args.tiny)]
     for flag, on in flags + [("--malloc-tuning", malloc_tuning)]:
         if on:
@@ -1119,13 +1164,27 @@ def print_tables(results: dict[str, list[dict]], summary: list[dict]) -> None:
         ],
     )
     table(
-        "Data pipeline (DataLoader over train#preprocessing)",
-        ["size", "workers", "slices/s", "first batch s", "slices"],
+        "Data pipeline (DataLoader over train#preprocessing; wall time)",
+        ["size", "file coils", "workers", "slices/s", "first batch s", "slices"],
         [
-            [r["size"], n, v["slices_per_s"], v["first_batch_s"], v["slices"]]
+            [r["size"], c, n, v["slices_per_s"], v["first_batch_s"], v["slices"]]
             for r in results.get("data", [])
             if ok(r)
-            for n, v in r["workers"].items()
+            for c, rc in r["by_coils"].items()
+            for n, v in rc["workers"].items()
+        ],
+    )
+    transforms = sorted(
+        {t for r in results.get("data", []) if ok(r) for rc in r["by_coils"].values() for t in rc["transform_ms"]}
+    )
+    table(
+        "Data pipeline per worker core (CPU ms per item and transform, one thread)",
+        ["size", "file coils", "items/CPU s"] + transforms,
+        [
+            [r["size"], c, rc["items_per_cpu_s"]] + [rc["transform_ms"].get(t) for t in transforms]
+            for r in results.get("data", [])
+            if ok(r)
+            for c, rc in r["by_coils"].items()
         ],
     )
     table(

@@ -343,3 +343,14 @@ def test_validation_metrics_do_not_depend_on_where_the_dataset_lives(trained, de
         _run_workflow(_evaluation(overrides))
         overall.append(json.loads((tmp_path / name / "eval" / "metrics.json").read_text())["overall"])
     assert overall[0] == overall[1]
+
+
+def test_inference_config_repeats_the_training_definitions_exactly():
+    """configs/inference.yaml runs on its own (Zoo layout), so it repeats what train.yaml defines once."""
+    from monai.bundle import ConfigParser
+
+    train, infer = ConfigParser(), ConfigParser()
+    train.read_config(str(CONFIGS / "train.yaml"))
+    infer.read_config(str(CONFIGS / "inference.yaml"))
+    for key in ("network_def", "load_slice", "sample_steps", "amp", "amp_dtype", "precision", "num_adj_frames"):
+        assert train.get(key) == infer.get(key), f"{key} differs between train.yaml and inference.yaml"

@@ -15,6 +15,7 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 from monai.transforms import MapTransform
 
+from ..arrays import all_finite, swapped_copy
 from ..errors import CMRDataError, EmptySliceError, MaskMismatchError, NonFiniteDataError, ShapeError
 from ..mri import neighbour_frame_indices
 from .matio import MatSliceReader, is_undersampled_key, read_mat
@@ -56,6 +57,11 @@ class LoadCMRSliced(MapTransform):
       every frame, a Task 2 ``(nt, ny, nx)`` mask is indexed by ``frames``), or, for an undersampled file
       without a mask file, inferred from the non-zero k-space samples (with a warning once per process).
 
+    ``contiguous=False`` hands the k-space out as a transposed *view* of the file-order read instead of a
+    C-contiguous copy. The training chain uses it: it needs only the masked stack and the centre frame in model
+    order, and :class:`~bundle.transforms.ApplyMaskd` and :class:`~bundle.transforms.MakeTargetd` write those
+    directly, so the full stack is never transposed.
+
     Open files are kept in a per-process LRU cache of ``max_open_files`` readers (DataLoader workers each get
     an empty cache, since pickling drops it).
 
@@ -64,7 +70,9 @@ class LoadCMRSliced(MapTransform):
     4-D/5-D k-space or an out-of-range ``z``/``t``, :class:`MaskMismatchError` for a mask that does not fit.
     """
 
-    def __init__(self, num_adj_frames: int = 5, check_finite: bool = True, max_open_files: int = 8):
+    def __init__(
+        self, num_adj_frames: int = 5, check_finite: bool = True, max_open_files: int = 8, contiguous: bool = True
+    ):
         super().__init__(keys=("file",))
         if num_adj_frames < 1 or num_adj_frames % 2 == 0:
             raise ValueError(f"num_adj_frames must be a positive odd number, got {num_adj_frames}")
@@ -73,6 +81,7 @@ class LoadCMRSliced(MapTransform):
         self.num_adj_frames = int(num_adj_frames)
         self.check_finite = bool(check_finite)
         self.max_open_files = int(max_open_files)
+        self.contiguous = bool(contiguous)
         self._readers: OrderedDict[str, MatSliceReader] = OrderedDict()
         self._masks: OrderedDict[str, np.ndarray] = OrderedDict()
         self._warned_inferred = False
@@ -150,11 +159,13 @@ class LoadCMRSliced(MapTransform):
         except CMRDataError as err:
             # Say which sample failed, keeping the specific error type (and its file) for the caller.
             raise type(err).at(err.path or path, f"{where}: {err.problem}") from err
-        if self.check_finite and not np.isfinite(kspace).all():
+        # The one finiteness check of the pipeline: later steps only mask, scale and transform these values.
+        if self.check_finite and not all_finite(kspace):
             raise NonFiniteDataError.at(path, f"{where}: k-space contains NaN or Inf (frames {frames})")
         if not kspace[len(frames) // 2].any():
             raise EmptySliceError.at(path, f"{where}: the target frame is all zeros")
-        kspace = np.ascontiguousarray(kspace.swapaxes(-1, -2))  # (F, nc, ny, nx) -> (F, nc, nx, ny)
+        # (F, nc, ny, nx) -> (F, nc, nx, ny)
+        kspace = swapped_copy(kspace) if self.contiguous else kspace.swapaxes(-1, -2)
 
         # Items carry their kind; without it, the variable name tells (kus, or kspace_sub<NN> in 2023 files).
         kind = d.get("kind") or ("undersampled" if is_undersampled_key(reader.key) else "full")

@@ -23,6 +23,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
+from bundle.arrays import all_finite, contiguous
 from bundle.errors import CMRDataError, EmptySliceError, NonFiniteDataError, ShapeError
 from bundle.mri import neighbour_frame_indices
 from bundle.transforms.kspace import (
@@ -273,7 +274,8 @@ class MakeTargetd(MapTransform):
     """Centre-frame target from ``d[key]`` ``(F, C, nx, ny)``; skipped when the key is absent (inference).
 
     Sets ``d[target_key]`` ``(1, nx, ny)`` float32 (RSS image) and ``d[kspace_target_key]`` ``(C, nx, ny)``
-    complex64.
+    complex64. ``drop_source`` removes ``d[key]`` afterwards: once the masked stack and the target exist the
+    full stack is not needed, and later steps (coil compression, scaling) then skip it.
     """
 
     def __init__(
@@ -282,15 +284,19 @@ class MakeTargetd(MapTransform):
         target_key: str = "target",
         kspace_target_key: str = "kspace_target",
         allow_missing_keys: bool = True,
+        drop_source: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
         self.target_key = target_key
         self.kspace_target_key = kspace_target_key
+        self.drop_source = bool(drop_source)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
             d[self.target_key], d[self.kspace_target_key] = centre_frame_target(d[key])
+            if self.drop_source:
+                del d[key]
         return d
 
 
@@ -366,8 +372,9 @@ class NormalizeKspaced(MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         scale = _at_sample(d, normalization_scale, d[self.source_key], self.mode)
-        for key in self.key_iterator(d):
-            d[key] = normalize(d[key], scale)
+        if scale != 1.0:  # x * 1 is x: no copies of the stacks for mode none
+            for key in self.key_iterator(d):
+                d[key] = normalize(d[key], scale)
         d[self.scale_key] = scale
         return d
 
@@ -413,7 +420,7 @@ class DenormalizeReconstructiond(MapTransform):
 def _to_tensor(x, dtype: torch.dtype) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.to(dtype).contiguous()
-    return torch.from_numpy(np.ascontiguousarray(x)).to(dtype).contiguous()
+    return torch.from_numpy(contiguous(x)).to(dtype).contiguous()
 
 
 class StackFramesToChannelsd(MapTransform):
@@ -478,7 +485,7 @@ class CheckFinited(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             x = d[key]
-            finite = bool(torch.isfinite(x).all()) if isinstance(x, torch.Tensor) else bool(np.isfinite(x).all())
+            finite = bool(torch.isfinite(x).all()) if isinstance(x, torch.Tensor) else all_finite(x)
             if not finite:
                 raise _error(NonFiniteDataError, d, f"{key} contains NaN or Inf")
         if self.target_key in d:

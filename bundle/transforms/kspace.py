@@ -13,6 +13,7 @@ import os
 import numpy as np
 import torch
 
+from bundle.arrays import swapped_copy
 from bundle.errors import EmptySliceError, MaskMismatchError, NonFiniteDataError, ShapeError
 from bundle.mri import centered_bounds, ifft2c, ifft2c_np, rss, rss_np
 from bundle.transforms.masks import is_cartesian
@@ -63,8 +64,33 @@ def undersample(kspace, mask, file: str | os.PathLike | None = None):
         return kspace * m
     # Cast so that a float64 mask (MATLAB double) does not promote complex64 k-space to complex128.
     m = np.asarray(mask).astype(np.real(kspace).dtype, copy=False)
+    lines = _sampled_lines(m)
+    if lines is not None:
+        return _copy_lines(kspace, lines)
     m = m[:, None] if m.ndim == 3 else m
-    return kspace * m
+    return np.multiply(kspace, m, out=np.empty(kspace.shape, np.result_type(kspace, m)))
+
+
+def _sampled_lines(mask: np.ndarray) -> np.ndarray | None:
+    """``(F|1, ny)`` bool when the 0/1 ``mask`` ``(F, nx, ny)`` or ``(nx, ny)`` samples whole ky lines, else None."""
+    m = mask if mask.ndim == 3 else mask[None]
+    first = m[:, 0, :]
+    if not ((first == 0) | (first == 1)).all() or not (m == first[:, None, :]).all():
+        return None
+    return first == 1
+
+
+def _copy_lines(kspace: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """``kspace ⊙ mask`` for a line mask: zeros, then the sampled ky lines copied in (a fraction 1/R of the data).
+
+    Same values as the product (up to the sign of zero), but it touches only the sampled lines of a stack
+    that may be a transposed view of the file's order, and writes a C-contiguous result.
+    """
+    out = np.zeros(kspace.shape, kspace.dtype)
+    for f in range(kspace.shape[0]):
+        cols = np.flatnonzero(lines[f if lines.shape[0] > 1 else 0])
+        out[f][..., cols] = kspace[f][..., cols]
+    return out
 
 
 def extract_acs(kspace, mask_or_width=16, *, radial: bool | None = None, acs_width: int = 16):
@@ -224,6 +250,16 @@ def centre_frame_target(kspace_full):
     if isinstance(centre, torch.Tensor):
         centre = centre.to(torch.complex64)
         return rss(ifft2c(centre), dim=0).unsqueeze(0).to(torch.float32), centre
-    centre = np.ascontiguousarray(centre, dtype=np.complex64)
-    image = rss_np(ifft2c_np(centre), axis=0).astype(np.float32)
-    return image[None], centre
+    centre = np.asarray(centre, dtype=np.complex64)
+    # The loader may hand out a transposed view: transform in the file's order and transpose only the image.
+    stored = centre.swapaxes(-1, -2)
+    transposed = not centre.flags.c_contiguous and stored.flags.c_contiguous
+    source = stored if transposed else np.ascontiguousarray(centre)
+    # |ifft2c(x)| = fftshift(|ifft2(x)|): the ifftshift before the FFT is a roll in k-space, i.e. a linear phase
+    # on the image, which the magnitude drops; the fftshift after it commutes with the magnitude. So the two
+    # complex shifts become one shift of the real image.
+    coils = np.fft.ifft2(source, norm="ortho")
+    image = np.fft.fftshift(np.sqrt((coils.real * coils.real + coils.imag * coils.imag).sum(0)))
+    if transposed:
+        return np.ascontiguousarray(image.T, dtype=np.float32)[None], swapped_copy(stored)
+    return image.astype(np.float32, copy=False)[None], source

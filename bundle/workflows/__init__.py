@@ -7,6 +7,7 @@ from .checkpoint import (
     EpochModelSaver,
     ResumeFromCheckpoint,
     RNGState,
+    TrainerScaler,
     atomic_torch_save,
     checkpoints_newest_first,
     latest_checkpoint,
@@ -25,9 +26,10 @@ from .handlers import (
     log_every,
 )
 from .inference import ReconstructionWriter
+from .precision import AutocastInferer, Precision, cpu_has_native_bf16, resolve_precision
 from .runstate import MANIFEST_NAME, RunState, check_writable
 from .sampler import HYPERCMR_GROUP_ORDER, ShapeGroupBatchSampler, group_batches
-from .setup import configure_cudnn, inference_datalist, prepare_dataset, worker_init
+from .setup import configure_cudnn, inference_datalist, keep_freed_memory, prepare_dataset, worker_init
 from .validation import ChallengeMetric, MetricsTableWriter, ReconImageWriter, select_ranking_items, zero_filled_image
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "EpochModelSaver",
     "ResumeFromCheckpoint",
     "RNGState",
+    "TrainerScaler",
     "atomic_torch_save",
     "latest_checkpoint",
     "checkpoints_newest_first",
@@ -55,9 +58,14 @@ __all__ = [
     "is_stepping_iteration",
     "log_every",
     "ReconstructionWriter",
+    "AutocastInferer",
+    "Precision",
+    "cpu_has_native_bf16",
+    "resolve_precision",
     "prepare_dataset",
     "configure_cudnn",
     "worker_init",
+    "keep_freed_memory",
     "MANIFEST_NAME",
     "RunState",
     "check_writable",

@@ -168,6 +168,27 @@ class AtomicCheckpointSaver:
                 old.unlink(missing_ok=True)
 
 
+class TrainerScaler:
+    """The AMP ``GradScaler`` of ``trainer`` as a checkpoint entry.
+
+    MONAI's ``Trainer.run()`` creates a new ``GradScaler`` each time it starts, so a scaler taken from the trainer
+    when the config is built is not the one that trains. This looks the current one up whenever it is saved or
+    loaded (loading happens at ``STARTED``, after ``run()`` replaced it).
+    """
+
+    def __init__(self, trainer) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict:
+        scaler = getattr(self.trainer, "scaler", None)
+        return scaler.state_dict() if scaler is not None else {}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        scaler = getattr(self.trainer, "scaler", None)
+        if scaler is not None and state:
+            scaler.load_state_dict(dict(state))
+
+
 class ResumeFromCheckpoint:
     """At ``STARTED``, loads the newest checkpoint of ``checkpoint_dir`` into ``load_dict`` (if one exists).
 

@@ -1,0 +1,140 @@
+"""Mixed precision: the dtype choice per device, and bf16 autocast that leaves the k-space path and loss in fp32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_networks import tiny_model
+
+from bundle.losses import HyperCMRLoss
+from bundle.workflows import precision as precision_mod
+from bundle.workflows.precision import AutocastInferer, Precision, resolve_precision
+
+
+@pytest.mark.parametrize(
+    ("amp", "native", "expected"),
+    [("auto", True, torch.bfloat16), ("auto", False, None), (True, False, torch.bfloat16), ("false", True, None)],
+)
+def test_cpu_precision_follows_native_bf16(monkeypatch, amp, native, expected):
+    monkeypatch.setattr(precision_mod, "cpu_has_native_bf16", lambda: native)
+    p = resolve_precision(amp, "auto", "cpu")
+    assert p.dtype == expected and p.device_type == "cpu" and not p.grad_scaler
+
+
+def test_cuda_precision_prefers_bf16_and_scales_only_fp16(monkeypatch):
+    # The CUDA branches, emulated on the CPU.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    p = resolve_precision("auto", "auto", "cuda")
+    assert p.dtype == torch.bfloat16 and not p.grad_scaler
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    p = resolve_precision(True, "auto", "cuda:0")
+    assert p.dtype == torch.float16 and p.grad_scaler
+    assert resolve_precision("auto", "fp16", "cuda").grad_scaler
+    assert resolve_precision(False, "bf16", "cuda").dtype is None
+
+
+def test_bad_precision_settings_are_refused():
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        resolve_precision(True, "fp16", "cpu")
+    with pytest.raises(ValueError, match="amp must be auto"):
+        resolve_precision("sometimes", "auto", "cpu")
+    with pytest.raises(ValueError, match="amp_dtype must be"):
+        resolve_precision(True, "int8", "cpu")
+
+
+def test_native_bf16_detection_reads_the_cpu_flags(monkeypatch, tmp_path):
+    assert isinstance(precision_mod.cpu_has_native_bf16(), bool)
+    precision_mod.cpu_has_native_bf16.cache_clear()
+    try:
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+        assert precision_mod.cpu_has_native_bf16() is False  # oneDNN without bf16: never native
+    finally:
+        precision_mod.cpu_has_native_bf16.cache_clear()
+
+
+def _batch(b: int = 2, f: int = 5, c: int = 3, h: int = 48, w: int = 40):
+    g = torch.Generator().manual_seed(0)
+    kspace = torch.randn(b, f * c, h, w, dtype=torch.complex64, generator=g)
+    mask = torch.zeros(b, 1, 1, w, dtype=torch.bool)
+    mask[..., ::2] = True
+    mask[..., w // 2 - 2 : w // 2 + 2] = True
+    return kspace * mask, mask
+
+
+def test_bf16_autocast_keeps_the_kspace_path_and_loss_inputs_in_fp32():
+    model = tiny_model(num_cascades=2).train()
+    seen: dict[str, list[torch.dtype]] = {"conv": [], "sens": [], "unet_out": []}
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(lambda mod, args, out: seen["conv"].append(out.dtype))
+    model.sens_net.register_forward_hook(lambda mod, args, out: seen["sens"].append(out.dtype))
+    for cascade in model.cascades:
+        cascade.register_forward_hook(lambda mod, args, out: seen["unet_out"].append(out.dtype))
+
+    loss_inputs: list[torch.dtype] = []
+    loss = HyperCMRLoss(w_vgg=0.0).for_trainer()
+
+    def recording_loss(pred, target):
+        loss_inputs.extend([pred[0].dtype, pred[1].dtype, target["target"].dtype, target["kspace_target"].dtype])
+        return loss(pred, target)
+
+    kspace, mask = _batch()
+    target = {"target": torch.rand(2, 1, 48, 40), "kspace_target": torch.randn(2, 3, 48, 40, dtype=torch.complex64)}
+    inferer = AutocastInferer(Precision("cpu", torch.bfloat16))
+    image, centre = inferer(kspace, model, mask)
+    value = recording_loss((image, centre), target)
+    value.backward()
+
+    assert torch.bfloat16 in seen["conv"]  # autocast is really on inside the U-Nets
+    assert seen["sens"] == [torch.complex64]  # sensitivity maps
+    assert set(seen["unet_out"]) == {torch.complex64}  # k-space after each cascade (data consistency)
+    assert image.dtype == torch.float32 and centre.dtype == torch.complex64
+    assert loss_inputs == [torch.float32, torch.complex64, torch.float32, torch.complex64]
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
+def test_autocast_inferer_is_a_plain_call_when_off_or_nested():
+    model = tiny_model(num_cascades=1).eval()
+    kspace, mask = _batch(b=1)
+    with torch.no_grad():
+        plain = model(kspace, mask)[0]
+        off = AutocastInferer(Precision("cpu"))(kspace, model, mask)[0]
+        assert torch.equal(plain, off)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outer = model(kspace, mask)[0]
+            nested = AutocastInferer(Precision("cpu", torch.bfloat16))(kspace, model, mask)[0]
+        assert torch.equal(outer, nested)
+
+
+def test_bf16_training_in_a_monai_trainer_runs_and_learns():
+    from monai.engines import SupervisedTrainer
+
+    from bundle.workflows import PrepareReconBatch
+
+    model = tiny_model(num_cascades=1)
+    kspace, mask = _batch(b=1)
+    item = {
+        "kspace_masked": kspace,
+        "mask": mask.float(),
+        "target": torch.rand(1, 1, 48, 40),
+        "kspace_target": torch.randn(1, 3, 48, 40, dtype=torch.complex64),
+    }
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=[item] * 3,
+        network=model,
+        optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
+        loss_function=HyperCMRLoss(w_vgg=0.0).for_trainer(),
+        inferer=AutocastInferer(resolve_precision(True, "bf16", "cpu")),
+        prepare_batch=PrepareReconBatch(),
+        amp=False,
+        decollate=False,
+    )
+    trainer.run()
+    assert torch.isfinite(torch.as_tensor(trainer.state.output["loss"]))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
