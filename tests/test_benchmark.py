@@ -129,3 +129,20 @@ def test_channels_last_unet_matches_nchw():
     torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-5)
     for name in g0:
         torch.testing.assert_close(g1[name], g0[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_data_section_reports_per_core_figures_at_ten_and_twenty_coils(tmp_path):
+    out = tmp_path / "bench.json"
+    args = [*TINY_ARGS, "--sections", "data", "--coils", "10", "--data-coils", "10,20", "--data-workers", "0"]
+    benchmark.main([*args, "--data-items", "2", "--json", str(out)])
+    (data,) = json.loads(out.read_text())["results"]["data"]
+    assert set(data["by_coils"]) == {"10", "20"}
+    for coils, result in data["by_coils"].items():
+        assert result["file_coils"] == int(coils) and _positive(result["items_per_cpu_s"])
+        assert result["workers"]["0"]["batch_shape"] == [1, 5 * 10, 48, 32]  # compressed to 10 coils
+        assert {"LoadCMRSliced", "ApplyMaskd", "MakeTargetd", "CoilCompressd"} <= set(result["transform_ms"])
+    # Only the 20-coil files need compressing, so only there does the compression cost measurable time.
+    assert (
+        data["by_coils"]["20"]["transform_ms"]["CoilCompressd"]
+        > data["by_coils"]["10"]["transform_ms"]["CoilCompressd"]
+    )
