@@ -161,3 +161,22 @@ def test_load_volume_orientation(tmp_path, rng):
     np.testing.assert_array_equal(vol, k.swapaxes(-1, -2))
     write_mat(tmp_path / "bb.mat", kus=k[0])
     np.testing.assert_array_equal(load_volume(tmp_path / "bb.mat"), k[:1].swapaxes(-1, -2))
+
+
+def test_slab_cache_reads_each_slab_once_and_changes_nothing(tmp_path, rng, monkeypatch):
+    from bundle.data.matio import MatSliceReader
+
+    nt = 12
+    k = _kspace(rng, nt)
+    path = tmp_path / "k.mat"
+    write_mat(path, kspace_full=k)
+    reads = []
+    original = MatSliceReader.read_slab
+    monkeypatch.setattr(MatSliceReader, "read_slab", lambda self, t, z: reads.append((t, z)) or original(self, t, z))
+    cached, plain = LoadCMRSliced(slab_cache=14), LoadCMRSliced()
+    for t in range(nt):  # the order inference visits the frames of one slice
+        a, b = cached(_item(path, 1, t, nt)), plain(_item(path, 1, t, nt))
+        np.testing.assert_array_equal(a["kspace_full"], b["kspace_full"])
+    assert sorted(reads) == [(t, 1) for t in range(nt)]  # every slab of slice 1 read once
+    with pytest.raises(ValueError, match="slab_cache"):
+        LoadCMRSliced(slab_cache=-1)

@@ -62,6 +62,11 @@ class LoadCMRSliced(MapTransform):
     order, and :class:`~bundle.transforms.ApplyMaskd` and :class:`~bundle.transforms.MakeTargetd` write those
     directly, so the full stack is never transposed.
 
+    ``slab_cache`` keeps that many recently read ``(nc, ny, nx)`` slabs per process. Inference visits every
+    frame of a slice in order, and each frame is a neighbour of up to ``num_adj_frames`` items; with a cache of
+    about ``2 * num_adj_frames`` slabs each one is read from disk once instead of up to ``num_adj_frames``
+    times (which matters on network file systems, where a read is not a memory copy).
+
     Open files are kept in a per-process LRU cache of ``max_open_files`` readers (DataLoader workers each get
     an empty cache, since pickling drops it).
 
@@ -71,7 +76,12 @@ class LoadCMRSliced(MapTransform):
     """
 
     def __init__(
-        self, num_adj_frames: int = 5, check_finite: bool = True, max_open_files: int = 8, contiguous: bool = True
+        self,
+        num_adj_frames: int = 5,
+        check_finite: bool = True,
+        max_open_files: int = 8,
+        contiguous: bool = True,
+        slab_cache: int = 0,
     ):
         super().__init__(keys=("file",))
         if num_adj_frames < 1 or num_adj_frames % 2 == 0:
@@ -82,6 +92,10 @@ class LoadCMRSliced(MapTransform):
         self.check_finite = bool(check_finite)
         self.max_open_files = int(max_open_files)
         self.contiguous = bool(contiguous)
+        if slab_cache < 0:
+            raise ValueError(f"slab_cache must be >= 0, got {slab_cache}")
+        self.slab_cache = int(slab_cache)
+        self._slabs: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()
         self._readers: OrderedDict[str, MatSliceReader] = OrderedDict()
         self._masks: OrderedDict[str, np.ndarray] = OrderedDict()
         self._warned_inferred = False
@@ -112,11 +126,28 @@ class LoadCMRSliced(MapTransform):
             reader.close()
         self._readers.clear()
         self._masks.clear()
+        self._slabs.clear()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_readers"], state["_masks"] = OrderedDict(), OrderedDict()
+        state["_readers"], state["_masks"], state["_slabs"] = OrderedDict(), OrderedDict(), OrderedDict()
         return state
+
+    def _read_frames(self, reader: MatSliceReader, z: int, frames: list[int]) -> np.ndarray:
+        """``reader.read_frames`` through the slab cache (when it is on)."""
+        if not self.slab_cache:
+            return reader.read_frames(z, frames)
+        out = np.empty((len(frames), *reader.shape[-3:]), np.complex64)
+        for i, t in enumerate(frames):
+            key = (reader.path, z, t)
+            slab = self._slabs.pop(key, None)
+            if slab is None:
+                slab = reader.read_slab(t, z)
+            self._slabs[key] = slab  # most recently used last
+            out[i] = slab
+        while len(self._slabs) > self.slab_cache:
+            self._slabs.popitem(last=False)
+        return out
 
     # ----------------------------------------------------------------------------------------- loading
 
@@ -155,7 +186,7 @@ class LoadCMRSliced(MapTransform):
         reader = self._reader(path)
         try:
             frames = self._frames(d, reader)
-            kspace = reader.read_frames(z, frames)
+            kspace = self._read_frames(reader, z, frames)
         except CMRDataError as err:
             # Say which sample failed, keeping the specific error type (and its file) for the caller.
             raise type(err).at(err.path or path, f"{where}: {err.problem}") from err
