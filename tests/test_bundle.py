@@ -238,6 +238,12 @@ def _cli_overrides(demo_root: Path, out: Path) -> list[str]:
 
 
 def test_multi_gpu_overlay_runs_two_processes_on_cpu(demo_root, tmp_path):
+    # Three runs in a row, each starting without a split file: the ranks must agree on one split every time.
+    for attempt in range(3):
+        _multi_gpu_run(demo_root, tmp_path / f"run{attempt}")
+
+
+def _multi_gpu_run(demo_root, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     args = [
         sys.executable,
@@ -265,6 +271,11 @@ def test_multi_gpu_overlay_runs_two_processes_on_cpu(demo_root, tmp_path):
     # Only rank 0 writes TensorBoard events.
     assert len(list((tmp_path / "runs").glob("events.out.tfevents.*"))) >= 1
     assert "Epoch[1] Complete" in result.stdout + result.stderr
+    # ... and only rank 0 creates event files at all (their names end in <host>.<pid>.<n>).
+    writers = {p.name.split(".")[-2] for p in (tmp_path / "runs").rglob("events.out.tfevents.*")}
+    assert len(writers) == 1, sorted(p.name for p in (tmp_path / "runs").rglob("events.out.tfevents.*"))
+    # The parameter layout is settled before DDP wraps the model: no per-step gradient copies.
+    assert "Grad strides do not match" not in result.stdout + result.stderr
 
 
 def test_mlflow_tracking(demo_root, tmp_path):

@@ -15,6 +15,7 @@ from .checkpoint import (
     unwrap_model,
 )
 from .dataset import ReconDataset, find_data_error
+from .distributed import barrier, finish_distributed, init_distributed, is_main_process, settle_memory_format
 from .handlers import (
     BadDataReport,
     NonFiniteLossError,
@@ -49,6 +50,11 @@ __all__ = [
     "unwrap_model",
     "ReconDataset",
     "find_data_error",
+    "barrier",
+    "finish_distributed",
+    "init_distributed",
+    "is_main_process",
+    "settle_memory_format",
     "BadDataReport",
     "NonFiniteLossError",
     "SamplerEpochHandler",

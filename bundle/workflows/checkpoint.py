@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from bundle.workflows.distributed import is_main_process
 from bundle.workflows.handlers import is_stepping_iteration
 
 __all__ = [
@@ -293,8 +294,9 @@ class BestModelSaver:
         improved = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
         if improved:
             self.best = value
-            save_model(self.network, self.save_path)
-            logger.info("new best %s=%.5f: saved %s", self.metric_name, value, self.save_path)
+            if is_main_process():  # every rank tracks the best value (resume); rank 0 writes the file
+                save_model(self.network, self.save_path)
+                logger.info("new best %s=%.5f: saved %s", self.metric_name, value, self.save_path)
 
 
 class EpochModelSaver:
@@ -316,5 +318,6 @@ class EpochModelSaver:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        save_model(self.network, self.save_path)
-        logger.info("epoch %d: saved %s", engine.state.epoch, self.save_path)
+        if is_main_process():
+            save_model(self.network, self.save_path)
+            logger.info("epoch %d: saved %s", engine.state.epoch, self.save_path)

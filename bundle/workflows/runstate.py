@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from bundle.errors import CheckpointError, OutputDirError, RunStateError
+from bundle.workflows.distributed import barrier, is_main_process
 
 __all__ = ["MANIFEST_NAME", "check_writable", "RunState"]
 
@@ -68,14 +69,11 @@ def check_writable(*folders: str | os.PathLike | None, dataset_dir: str | os.Pat
 
 
 def _is_main() -> bool:
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return is_main_process()
 
 
 def _barrier() -> None:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    barrier()
 
 
 def _digest(patients: Iterable[str]) -> str:
