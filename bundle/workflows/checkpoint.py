@@ -13,7 +13,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from bundle.io.paths import atomic_write
 from bundle.workflows.handlers import is_stepping_iteration
 
 __all__ = [
@@ -46,21 +46,13 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file next to ``path``, fsync, then atomically rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    """``torch.save`` through the bundle's one atomic writer (:func:`bundle.io.paths.atomic_write`)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 class RNGState:
