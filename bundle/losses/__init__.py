@@ -1,6 +1,6 @@
 """Training losses: the Eagle loss (three variants), the training SSIM, HyperCMR's VGG term and the total loss.
 
-See ``spec/loss.md``. Pass ``HyperCMRLoss(...).for_trainer()`` (a :class:`TrainerLoss`) to MONAI's
+See ``docs/design.md``, "Loss". Pass ``HyperCMRLoss(...).for_trainer()`` (a :class:`TrainerLoss`) to MONAI's
 ``SupervisedTrainer`` as ``loss_function``.
 """
 

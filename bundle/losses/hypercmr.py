@@ -1,4 +1,4 @@
-"""The HyperCMR multi-term loss as the reference code computes it (``spec/loss.md`` §2).
+"""The HyperCMR multi-term loss as the reference code computes it (``docs/design.md``, "Loss").
 
 ``L = w_fid·L_fid + w_ssim·L_ssim + w_eagle·L_eagle + w_vgg·L_vgg + w_reg·L_reg``
 

@@ -1,4 +1,4 @@
-"""Training SSIM ``SSIM_g``: the ``pytorch_msssim.ssim`` defaults (``spec/loss.md`` §2.3).
+"""Training SSIM ``SSIM_g``: the ``pytorch_msssim.ssim`` defaults (``docs/design.md``, "Loss").
 
 Gaussian window 11, σ = 1.5, K = (0.01, 0.03), separable **valid** filtering (no padding), mean of the SSIM
 map. This is not the challenge SSIM (7×7 uniform window, skimage), which lives in :mod:`bundle.metrics`.

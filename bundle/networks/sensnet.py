@@ -1,4 +1,6 @@
-"""Coil-sensitivity estimation for PromptMR (v1 / HyperCMR form, ``model.md`` §2.1-2.2).
+"""Coil-sensitivity estimation for PromptMR, v1 / HyperCMR form.
+
+``docs/design.md``, "Inferred ACS width" and "Radial ACS", explains the two reference rules kept here.
 
 The auto-calibration (ACS) region of the undersampled k-space is transformed to coil images; each coil image of
 each frame is refined by a NormPromptUnet(2 -> 2) as a separate item, and the maps of every frame are normalised

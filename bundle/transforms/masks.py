@@ -1,4 +1,4 @@
-"""CMRxRecon2024 sampling masks (``data.md`` §5), built with NumPy.
+"""CMRxRecon2024 sampling masks (``docs/design.md``, "Masks"), built with NumPy.
 
 Every mask is float32 0/1 in model orientation: ky (phase encode, the undersampled axis) is the **last**
 axis. 1-D masks are ``(ny,)``, per-frame line masks ``(nt, ny)`` and full masks ``(nt, nx, ny)``.
@@ -113,9 +113,9 @@ def kt_uniform_mask(
     """Task 2 ktUniform mask ``(nt, ny)``: the sheared lattice ``(ky - t) % R == 0`` plus the ACS band.
 
     With ``reference_odd_nt=True`` and odd ``nt`` the lattice points are moved the way the official generator
-    moves them (``data.md`` §5.2, derived from a port, not confirmed against an official file): a point with
-    ``ky < ny/2`` goes to ``(ky + ny/2, t - 1)``, one with ``ky >= ny/2`` to ``(ky - ny/2, t)``, and those
-    that land on ``t = -1`` collapse onto ``(ky=0, t=0)``. Even ``nt`` is unaffected.
+    moves them (``docs/design.md``, "ktUniform with odd nt"; derived from a port, not confirmed against an
+    official file): a point with ``ky < ny/2`` goes to ``(ky + ny/2, t - 1)``, one with ``ky >= ny/2`` to
+    ``(ky - ny/2, t)``, and those that land on ``t = -1`` collapse onto ``(ky=0, t=0)``. Even ``nt`` is unaffected.
     """
     nt = _as_int("nt", nt, 1)
     ny = _as_int("ny", ny, 1)
@@ -315,7 +315,7 @@ def make_mask(
 
 
 def infer_acs_width(mask_line) -> int:
-    """ACS width the reference SensNet infers from a mask (``model.md`` §2.1).
+    """ACS width the reference SensNet infers from a mask (``docs/design.md``, "Inferred ACS width").
 
     ``mask_line`` is ``(ny,)``, or any array with ky last, in which case its first line (first frame, first
     kx) is used, as the reference does. With ``c = ny // 2``: ``left`` counts consecutive sampled lines going
@@ -339,7 +339,7 @@ def infer_acs_width(mask_line) -> int:
 
 
 def is_cartesian(mask, acs_width: int = 16) -> bool:
-    """HyperCMR's test for a Cartesian mask ``(..., nx, ny)`` (``data.md`` §5.3).
+    """HyperCMR's test for a Cartesian mask ``(..., nx, ny)`` (``docs/design.md``, "Radial ACS").
 
     True when the ``acs_width`` central ky columns are fully sampled for every kx and every frame; a radial
     mask only fills a central block there.
