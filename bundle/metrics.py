@@ -80,7 +80,7 @@ def run4ranking(volume: np.ndarray, series: str | os.PathLike, coil_combined: bo
     return np.ascontiguousarray(img, dtype=np.float32)
 
 
-def _normalise(x: np.ndarray, variant: str) -> np.ndarray:
+def _normalize(x: np.ndarray, variant: str) -> np.ndarray:
     """Per-image scale: by the max (2023) or the 99.5th percentile of ``|x|`` (2025); a zero scale is skipped."""
     scale = x.max() if variant == "2023" else np.percentile(np.abs(x), 99.5)
     return x / scale if scale != 0 else x
@@ -115,7 +115,7 @@ def challenge_metrics(recon: np.ndarray, target: np.ndarray, variant: str = "202
         raise ValueError(f"expected (N, H, W) or (H, W) images, got shape {p_all.shape}")
     out = {m: np.empty(len(g_all)) for m in METRICS}
     for i, (p, g) in enumerate(zip(p_all, g_all)):
-        g, p = _normalise(g, variant), _normalise(p, variant)
+        g, p = _normalize(g, variant), _normalize(p, variant)
         data_range = g.max()
         with np.errstate(divide="ignore"):  # identical images: PSNR = inf, as skimage returns
             out["psnr"][i] = peak_signal_noise_ratio(g, p, data_range=data_range)

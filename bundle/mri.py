@@ -19,6 +19,8 @@ import torch
 __all__ = [
     "rhu",
     "centered_bounds",
+    "centered_window",
+    "is_cartesian_mask",
     "roi_size",
     "roi_bounds",
     "crop_roi",
@@ -46,6 +48,23 @@ def centered_bounds(n: int, size: int) -> tuple[int, int]:
         raise ValueError(f"cannot take a centred window of {size} out of {n}")
     start = n // 2 + math.ceil(-size / 2)
     return start, start + size
+
+
+def centered_window(n: int, size: int, device: torch.device) -> torch.Tensor:
+    """Bool ``(n,)`` marking :func:`centered_bounds` ``(n, size)``; a ``size`` above ``n`` marks the whole axis."""
+    start, stop = centered_bounds(n, min(size, n))
+    idx = torch.arange(n, device=device)
+    return (idx >= start) & (idx < stop)
+
+
+def is_cartesian_mask(mask: torch.Tensor, acs_size: int = 16) -> torch.Tensor:
+    """HyperCMR's mask-type rule: ``(B,)`` bool, True where the central ``acs_size`` ky columns are fully sampled.
+
+    ``mask`` is ``(B, ..., ny)`` bool; the check covers every kx row and frame present. A radial mask fills only
+    a central block there (``docs/design.md``, "Radial ACS").
+    """
+    cols = centered_window(mask.shape[-1], acs_size, mask.device)
+    return (mask | ~cols).flatten(1).all(dim=1)
 
 
 def roi_size(nx: int, ny: int) -> tuple[int, int]:

@@ -6,15 +6,16 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from bundle.mri import centered_bounds, rhu
+from bundle.networks.sensnet import infer_num_low_frequencies
 from bundle.transforms.masks import (
     PATTERNS,
     _place_unique,
     acs_bounds,
     canonical_pattern,
     effective_acceleration,
-    infer_acs_width,
     is_cartesian,
     kt_gaussian_mask,
     kt_radial_mask,
@@ -24,6 +25,14 @@ from bundle.transforms.masks import (
     sampled_fraction,
     uniform_mask,
 )
+
+
+def infer_acs_width(mask_line) -> int:
+    """The ACS width SensNet infers from a NumPy mask with ky last: its first line (first frame, first kx)."""
+    line = np.asarray(mask_line)
+    first = line.reshape(-1, line.shape[-1])[:1] != 0
+    return int(infer_num_low_frequencies(torch.from_numpy(first))[0])
+
 
 # docs/design.md "Masks" (Uniform): ny -> (first ACS line, last ACS line inclusive, lines at R = 4, 8, 10)
 UNIFORM_TABLE = {
