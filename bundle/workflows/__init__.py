@@ -10,6 +10,7 @@ from .checkpoint import (
     atomic_torch_save,
     checkpoints_newest_first,
     latest_checkpoint,
+    newest_readable_checkpoint,
     save_model,
     unwrap_model,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "RNGState",
     "atomic_torch_save",
     "latest_checkpoint",
+    "newest_readable_checkpoint",
     "checkpoints_newest_first",
     "save_model",
     "unwrap_model",
