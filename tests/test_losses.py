@@ -30,7 +30,7 @@ VGG_CONVS = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 
 
 def pattern(h: int, w: int, a: int, b: int, m: int, d: float) -> torch.Tensor:
-    """``((a·i + b·j) mod m) / d`` as a (1, 1, h, w) float32 image (the spec's golden inputs)."""
+    """``((a·i + b·j) mod m) / d`` as a (1, 1, h, w) float32 image (the inputs of the reference's golden values)."""
     i = np.arange(h)[:, None]
     j = np.arange(w)[None, :]
     return torch.tensor(((a * i + b * j) % m) / d, dtype=torch.float32).view(1, 1, h, w)
@@ -154,7 +154,7 @@ def test_eagle_weight_grids_monotone():
     _, high = by_frequency(EagleLoss(filter="highpass"), 32, 16)
     assert (low.diff() <= 1e-7).all() and low[0] == 1.0
     assert (high.diff() >= -1e-7).all() and high[0] < 1e-20
-    # The spec's table: W(c) = 1/2 for both Butterworth forms; hypercmr = 1/(1 + (f/c)^4).
+    # The weight table of docs/design.md ("Loss"): W(c) = 1/2 for both Butterworth forms; hypercmr = 1/(1 + (f/c)^4).
     assert torch.allclose(low, 1 / (1 + (f / 0.35) ** 4), atol=1e-6)
     at_c = EagleLoss(filter="hypercmr", cutoff=0.25).weights(4, 1)[1, 0]
     assert at_c.item() == pytest.approx(0.5, abs=1e-6)

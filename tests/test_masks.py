@@ -165,7 +165,7 @@ def test_kt_radial_structure():
 
 @pytest.mark.parametrize("nx, ny", [(512, 246), (448, 168), (384, 116)])
 def test_kt_radial_fraction(nx, ny):
-    # The spec gives no density for ktRadial: R' = 0.6 R is an empirical calibration and a pseudo-radial
+    # No density is published for ktRadial: R' = 0.6 R is an empirical calibration and a pseudo-radial
     # line covers about its chord length in pixels, so the density depends on the grid's aspect. Measured
     # effective accelerations on the real shape groups are 0.66 R .. 1.18 R; the bound adds ~5% margin.
     for r in KT_R:
