@@ -1,4 +1,4 @@
-"""Challenge evaluation: ``run4Ranking`` crop/selection and the skimage metrics (``spec/data.md`` §7).
+"""Challenge evaluation: ``run4Ranking`` crop/selection and the skimage metrics (``docs/design.md``, "Evaluation").
 
 Everything is NumPy in MATLAB axis order ``(nx, ny, ...)``. The metric SSIM is skimage's (7×7 uniform
 window, sample covariance), which is **not** the Gaussian SSIM used for training (:mod:`bundle.losses.ssim`).
@@ -13,7 +13,7 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from bundle.data.index import series_type
-from bundle.mri import centered_bounds, rhu, roi_size
+from bundle.mri import crop_roi, rhu, rss_np
 
 __all__ = [
     "METRICS",
@@ -73,19 +73,14 @@ def run4ranking(volume: np.ndarray, series: str | os.PathLike, coil_combined: bo
     if vol.ndim != ndim:
         layout = "(nx, ny" + ("" if coil_combined else ", nc") + ", nz" + ("" if kind == "blackblood" else ", nt") + ")"
         raise ValueError(f"{os.fspath(series)}: expected a {kind} volume {layout}, got shape {vol.shape}")
-    if coil_combined:
-        img = np.abs(vol)
-    else:
-        img = np.sqrt((np.abs(vol) ** 2).sum(axis=2))
-    nx, ny = img.shape[:2]
-    (r0, r1), (c0, c1) = (centered_bounds(n, s) for n, s in zip((nx, ny), roi_size(nx, ny)))
-    img = img[r0:r1, c0:c1][:, :, select_slices(img.shape[2])]
+    img = np.abs(vol) if coil_combined else rss_np(vol, axis=2)
+    img = crop_roi(img, axes=(0, 1))[:, :, select_slices(img.shape[2])]
     if kind != "blackblood":
         img = img[..., select_frames(img.shape[3], kind)]
     return np.ascontiguousarray(img, dtype=np.float32)
 
 
-def _normalise(x: np.ndarray, variant: str) -> np.ndarray:
+def _normalize(x: np.ndarray, variant: str) -> np.ndarray:
     """Per-image scale: by the max (2023) or the 99.5th percentile of ``|x|`` (2025); a zero scale is skipped."""
     scale = x.max() if variant == "2023" else np.percentile(np.abs(x), 99.5)
     return x / scale if scale != 0 else x
@@ -120,7 +115,7 @@ def challenge_metrics(recon: np.ndarray, target: np.ndarray, variant: str = "202
         raise ValueError(f"expected (N, H, W) or (H, W) images, got shape {p_all.shape}")
     out = {m: np.empty(len(g_all)) for m in METRICS}
     for i, (p, g) in enumerate(zip(p_all, g_all)):
-        g, p = _normalise(g, variant), _normalise(p, variant)
+        g, p = _normalize(g, variant), _normalize(p, variant)
         data_range = g.max()
         with np.errstate(divide="ignore"):  # identical images: PSNR = inf, as skimage returns
             out["psnr"][i] = peak_signal_noise_ratio(g, p, data_range=data_range)

@@ -19,6 +19,8 @@ import torch
 __all__ = [
     "rhu",
     "centered_bounds",
+    "centered_window",
+    "is_cartesian_mask",
     "roi_size",
     "roi_bounds",
     "crop_roi",
@@ -48,6 +50,23 @@ def centered_bounds(n: int, size: int) -> tuple[int, int]:
     return start, start + size
 
 
+def centered_window(n: int, size: int, device: torch.device) -> torch.Tensor:
+    """Bool ``(n,)`` marking :func:`centered_bounds` ``(n, size)``; a ``size`` above ``n`` marks the whole axis."""
+    start, stop = centered_bounds(n, min(size, n))
+    idx = torch.arange(n, device=device)
+    return (idx >= start) & (idx < stop)
+
+
+def is_cartesian_mask(mask: torch.Tensor, acs_size: int = 16) -> torch.Tensor:
+    """HyperCMR's mask-type rule: ``(B,)`` bool, True where the central ``acs_size`` ky columns are fully sampled.
+
+    ``mask`` is ``(B, ..., ny)`` bool; the check covers every kx row and frame present. A radial mask fills only
+    a central block there (``docs/design.md``, "Radial ACS").
+    """
+    cols = centered_window(mask.shape[-1], acs_size, mask.device)
+    return (mask | ~cols).flatten(1).all(dim=1)
+
+
 def roi_size(nx: int, ny: int) -> tuple[int, int]:
     """Challenge ROI ``(rhu(nx/3), rhu(ny/2))``."""
     return rhu(nx / 3), rhu(ny / 2)
@@ -59,10 +78,16 @@ def roi_bounds(nx: int, ny: int) -> tuple[tuple[int, int], tuple[int, int]]:
     return centered_bounds(nx, sx), centered_bounds(ny, sy)
 
 
-def crop_roi(x):
-    """Centre-crop the last two axes ``(nx, ny)`` of a tensor or array to the challenge ROI."""
-    (r0, r1), (c0, c1) = roi_bounds(x.shape[-2], x.shape[-1])
-    return x[..., r0:r1, c0:c1]
+def crop_roi(x, axes: tuple[int, int] = (-2, -1)):
+    """Centre-crop two axes ``(nx, ny)`` of a tensor or array to the challenge ROI (the last two by default).
+
+    ``axes=(0, 1)`` crops MATLAB-order volumes ``(nx, ny, ...)`` as ``run4Ranking`` does.
+    """
+    ax, ay = (a % x.ndim for a in axes)
+    (r0, r1), (c0, c1) = roi_bounds(x.shape[ax], x.shape[ay])
+    index = [slice(None)] * x.ndim
+    index[ax], index[ay] = slice(r0, r1), slice(c0, c1)
+    return x[tuple(index)]
 
 
 def _checkerboard(h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -114,10 +139,17 @@ def ifft2c_np(x: np.ndarray, axes: tuple[int, int] = (-2, -1)) -> np.ndarray:
 
 
 def rss(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Root-sum-of-squares coil combination ``sqrt(sum_c |x_c|^2)`` of a complex (or real) tensor."""
-    if x.is_complex():
-        return torch.sqrt((x.real.square() + x.imag.square()).sum(dim))
-    return torch.sqrt(x.square().sum(dim))
+    """Root-sum-of-squares coil combination ``sqrt(sum_c |x_c|^2)`` of a complex (or real) tensor.
+
+    Where every coil is zero the result is 0 with a zero gradient: a plain ``sqrt`` has an infinite derivative
+    at 0, which turns the gradient into NaN. ``torch.linalg.vector_norm`` has no such NaN either, but its
+    values differ from this sum in the last bit for about a third of the pixels, and every stored result of the
+    bundle (validation SSIM, submissions, NIfTI) was computed with this sum.
+    """
+    power = (x.real.square() + x.imag.square()).sum(dim) if x.is_complex() else x.square().sum(dim)
+    nonzero = power > 0
+    root = torch.sqrt(torch.where(nonzero, power, torch.ones_like(power)))
+    return torch.where(nonzero, root, torch.zeros_like(power))
 
 
 def rss_np(x: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Offline pre-flight check of the bundle against the Model Zoo's CPU pre-merge rules (monai.md §1-§3, §8).
+"""Offline pre-flight check of the bundle against the Model Zoo's CPU pre-merge rules (docs/design.md, "MONAI").
 
 Usage::
 

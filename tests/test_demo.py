@@ -15,7 +15,7 @@ from bundle.data.matio import read_mat
 from bundle.data.phantom import coil_sensitivities, contraction, random_anatomy, render_images
 from bundle.mri import ifft2c_np, rss_np
 
-# Per-volume ranges of the real training data (spec data.md section 3).
+# Per-volume ranges of the real training data (docs/design.md, "Data format").
 KMAX_RANGE = (1.2e-3, 1.8e-2)
 RSS_RANGE = (7.8e-4, 7.7e-3)
 TRAINING_STEMS = ["cine_sax", "cine_lax", "cine_lvot", "aorta_sag", "aorta_tra", "T1map", "T2map", "tagging"]

@@ -30,7 +30,7 @@ VGG_CONVS = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 
 
 def pattern(h: int, w: int, a: int, b: int, m: int, d: float) -> torch.Tensor:
-    """``((a·i + b·j) mod m) / d`` as a (1, 1, h, w) float32 image (the spec's golden inputs)."""
+    """``((a·i + b·j) mod m) / d`` as a (1, 1, h, w) float32 image (the inputs of the reference's golden values)."""
     i = np.arange(h)[:, None]
     j = np.arange(w)[None, :]
     return torch.tensor(((a * i + b * j) % m) / d, dtype=torch.float32).view(1, 1, h, w)
@@ -40,7 +40,10 @@ def pattern(h: int, w: int, a: int, b: int, m: int, d: float) -> torch.Tensor:
 
 
 def eagle_numpy(pred: np.ndarray, target: np.ndarray, p: int, c: float, kind: str, eps: float = 1e-8) -> float:
-    """Float64 loop/np.fft transcription of loss.md §1 for (B, H, W) arrays, independent of the torch code."""
+    """Float64 loop/np.fft transcription of the Eagle loss (docs/design.md, "Loss") for (B, H, W) arrays.
+
+    Independent of the torch code.
+    """
     kx = np.array([[-3.0, 0, 3], [-10, 0, 10], [-3, 0, 3]])
     e = 0.0 if kind == "gaussian" else eps
 
@@ -96,7 +99,7 @@ def test_eagle_golden(size, kind):
     a = pattern(*size, 7, 13, 17, 16.0)
     b = pattern(*size, 5, 3, 11, 10.0)
     loss = EagleLoss(patch_size=3 if kind == "gaussian" else 5, filter=kind)
-    # ≤ 1e-6 as loss.md §1.4 asks; the 448×204 Gaussian value carries ±3e-7 between implementations.
+    # ≤ 1e-6 as the reference's golden values allow; the 448×204 Gaussian value carries ±3e-7 between implementations.
     assert loss(a, b).item() == pytest.approx(GOLDEN_EAGLE[size][kind], abs=1e-6)
 
 
@@ -117,7 +120,7 @@ def test_eagle_zero_symmetric_and_batch_coupled():
     loss = EagleLoss()
     assert loss(x, x).item() == 0.0
     assert loss(x, y).item() == pytest.approx(loss(y, x).item(), rel=1e-6)
-    # The z-score runs over the whole batch, so a batch is not the mean of its singles (loss.md §1.1).
+    # The z-score runs over the whole batch, so a batch is not the mean of its singles (docs/design.md, "Loss").
     singles = (loss(x[:1], y[:1]) + loss(x[1:], y[1:])) / 2
     assert abs(loss(x, y).item() - singles.item()) > 1e-6
 
@@ -151,7 +154,7 @@ def test_eagle_weight_grids_monotone():
     _, high = by_frequency(EagleLoss(filter="highpass"), 32, 16)
     assert (low.diff() <= 1e-7).all() and low[0] == 1.0
     assert (high.diff() >= -1e-7).all() and high[0] < 1e-20
-    # The spec's table: W(c) = 1/2 for both Butterworth forms; hypercmr = 1/(1 + (f/c)^4).
+    # The weight table of docs/design.md ("Loss"): W(c) = 1/2 for both Butterworth forms; hypercmr = 1/(1 + (f/c)^4).
     assert torch.allclose(low, 1 / (1 + (f / 0.35) ** 4), atol=1e-6)
     at_c = EagleLoss(filter="hypercmr", cutoff=0.25).weights(4, 1)[1, 0]
     assert at_c.item() == pytest.approx(0.5, abs=1e-6)
@@ -162,7 +165,7 @@ def test_eagle_weight_grids_monotone():
 
 
 def test_ssim_golden():
-    # pytorch_msssim's value (loss.md §2.3); MONAI's SSIMLoss gives 0.972578526 (not imported here: ~6 s).
+    # pytorch_msssim's value (docs/design.md, "Loss"); MONAI's SSIMLoss gives 0.972578526 (not imported here: ~6 s).
     a = pattern(149, 102, 7, 13, 17, 16.0)
     c = 0.8 * a + 0.1 + 0.05 * pattern(149, 102, 3, 7, 5, 4.0)
     assert ssim_gaussian(c, a).item() == pytest.approx(0.972578645, abs=1e-7)

@@ -1,4 +1,4 @@
-"""Sampling masks against the exact facts of data.md §5 and model.md §2.1."""
+"""Sampling masks against the exact facts of docs/design.md, "Masks" and "Inferred ACS width"."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from bundle.mri import centered_bounds, rhu
+from bundle.networks.sensnet import infer_num_low_frequencies
 from bundle.transforms.masks import (
     PATTERNS,
     _place_unique,
     acs_bounds,
     canonical_pattern,
     effective_acceleration,
-    infer_acs_width,
     is_cartesian,
     kt_gaussian_mask,
     kt_radial_mask,
@@ -25,7 +26,15 @@ from bundle.transforms.masks import (
     uniform_mask,
 )
 
-# data.md §5.1: ny -> (first ACS line, last ACS line inclusive, lines at R = 4, 8, 10)
+
+def infer_acs_width(mask_line) -> int:
+    """The ACS width SensNet infers from a NumPy mask with ky last: its first line (first frame, first kx)."""
+    line = np.asarray(mask_line)
+    first = line.reshape(-1, line.shape[-1])[:1] != 0
+    return int(infer_num_low_frequencies(torch.from_numpy(first))[0])
+
+
+# docs/design.md "Masks" (Uniform): ny -> (first ACS line, last ACS line inclusive, lines at R = 4, 8, 10)
 UNIFORM_TABLE = {
     246: (115, 130, 74, 45, 39),
     204: (94, 109, 63, 40, 36),
@@ -78,7 +87,8 @@ def test_kt_uniform_lattice_rule():
 
 
 def test_kt_uniform_reference_odd_nt_example():
-    # data.md §5.2: ny=116, nt=3, R=8 gives 16 / 14 / 8 lines per frame before the ACS band is added.
+    # docs/design.md "ktUniform with odd nt": ny=116, nt=3, R=8 gives 16 / 14 / 8 lines per frame before the ACS
+    # band is added.
     ref = kt_uniform_mask(3, 116, 8, acs_width=0, reference_odd_nt=True)
     assert ref.sum(axis=1).tolist() == [16, 14, 8]
     assert ref[0, 0] == 1  # collapsed points land on (ky=0, t=0)
@@ -155,7 +165,7 @@ def test_kt_radial_structure():
 
 @pytest.mark.parametrize("nx, ny", [(512, 246), (448, 168), (384, 116)])
 def test_kt_radial_fraction(nx, ny):
-    # The spec gives no density for ktRadial: R' = 0.6 R is an empirical calibration and a pseudo-radial
+    # No density is published for ktRadial: R' = 0.6 R is an empirical calibration and a pseudo-radial
     # line covers about its chord length in pixels, so the density depends on the grid's aspect. Measured
     # effective accelerations on the real shape groups are 0.66 R .. 1.18 R; the bound adds ~5% margin.
     for r in KT_R:
@@ -230,7 +240,7 @@ def test_integral_floats_are_accepted():
 
 
 def _radial_by_definition(nt, nx, ny, r, block=16):
-    """ktRadial straight from data.md §5.2: rotate the whole a×a line image, crop, OR; no shortcuts."""
+    """ktRadial straight from docs/design.md "Masks": rotate the whole a×a line image, crop, OR; no shortcuts."""
     a = max(nx, ny)
     c = (a - 1) / 2
     row0, col0 = centered_bounds(a, nx)[0], centered_bounds(a, ny)[0]

@@ -1,4 +1,4 @@
-"""Challenge evaluation: run4Ranking selection/crop and the skimage metrics (data.md §7)."""
+"""Challenge evaluation: run4Ranking selection/crop and the skimage metrics (docs/design.md, "Evaluation")."""
 
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ class SeriesSpec:
     training: bool = True  # False: unseen contrast, ValidationSet Task 1 only
 
 
-# Real shapes from data.md section 3 (post-swap nx, ny). Flow2d and BlackBlood sizes are unknown there;
+# Real shapes (post-swap nx, ny; docs/design.md "Data format"). Flow2d and BlackBlood sizes are unknown there;
 # the values below are plausible guesses that differ from every other series on purpose.
 SERIES: dict[str, SeriesSpec] = {
     "cine_sax": SeriesSpec("Cine", 12, ((512, 246), (512, 204), (512, 162)), (9, 11)),

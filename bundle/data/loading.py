@@ -2,7 +2,7 @@
 
 Files store k-space in h5py order ``(nt, nz, nc, ny, nx)``. The models want ky (the undersampled axis) last,
 so everything leaving this module has its last two axes swapped: a sample is ``(F, nc, nx, ny)`` complex64,
-``F = num_adj_frames`` neighbour frames of slice ``z`` around target frame ``t`` (spec ``data.md`` §2, §6).
+``F = num_adj_frames`` neighbour frames of slice ``z`` around target frame ``t`` (``docs/design.md``, "Layouts").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reading and writing CMRxRecon ``.mat`` files: MATLAB v7.3 (HDF5, via h5py) and legacy v5 (scipy).
 
-Every array in this module is in **h5py axis order**, the reverse of MATLAB's (spec ``data.md`` §2):
+Every array in this module is in **h5py axis order**, the reverse of MATLAB's (``docs/design.md``, "Data format"):
 
 ==========================  ===================  ======================
 object                      MATLAB dims          h5py / numpy dims here
@@ -24,7 +24,6 @@ import operator
 import os
 import re
 import sys
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -46,7 +45,7 @@ __all__ = [
     "MatSliceReader",
 ]
 
-#: Variable names tried, in order, when no key is given (``data.md`` §2).
+#: Variable names tried, in order, when no key is given (``docs/design.md``, "Data format").
 PREFERRED_KEYS = ("kspace_full", "kus", "mask", "img4ranking")
 
 #: Variable name patterns tried, in order, after :data:`PREFERRED_KEYS`: CMRxRecon2023 names its undersampled
@@ -280,26 +279,14 @@ def _checked_arrays(path: str, arrays: dict[str, object]) -> dict[str, np.ndarra
 
 
 def _atomic_write(path: str, write) -> None:
-    """Run ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path``.
+    """Run ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path`` (one writer for all)."""
+    from bundle.io.paths import atomic_write  # deferred: bundle.io pulls in the NIfTI/PNG writers
 
-    A crash never leaves a half-written file under the final name (``os.replace`` is atomic on one volume).
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "r+b") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda tmp: write(os.fspath(tmp)))
 
 
 def _mat73_header() -> bytes:
-    """The 128-byte text header MATLAB puts in the userblock of a v7.3 file (``data.md`` §2.1 step 4)."""
+    """The 128-byte text header MATLAB puts in the userblock of a v7.3 file (``docs/design.md``, "Data format")."""
     now = datetime.now()
     created = f"{_DAYS[now.weekday()]} {_MONTHS[now.month - 1]} {now.day:02d} {now:%H:%M:%S} {now.year}"
     platform = {"win32": "PCWIN64", "darwin": "MACI64"}.get(sys.platform, "GLNXA64")
@@ -346,15 +333,17 @@ def write_mat_v5(path: str | os.PathLike, /, **arrays) -> None:
     """Write a MATLAB v5 file (``scipy.io.savemat``) holding ``arrays``, each given in h5py order.
 
     The axes are reversed before saving so that the file has the MATLAB order and :func:`read_mat` returns
-    exactly the arrays given (as complex64/float32). Use for submissions (``img4ranking``): the official
-    evaluator transposes only what scipy can read. v5 cannot hold a variable over 2 GiB.
+    exactly the arrays given (as complex64/float32). Submissions (``img4ranking``,
+    :func:`bundle.io.submission.save_submission`) are written here: the official evaluator transposes only what
+    scipy can read. Uncompressed, because float images barely compress and plain v5 is the most widely read
+    form. v5 cannot hold a variable over 2 GiB.
     """
     path = os.fspath(path)
     checked = {name: arr.transpose() for name, arr in _checked_arrays(path, arrays).items()}
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:  # a file object stops scipy from appending ".mat" to the temp name
-            sio.savemat(fh, checked, format="5", oned_as="column")
+            sio.savemat(fh, checked, format="5", oned_as="column", do_compression=False)
 
     _atomic_write(path, write)
 

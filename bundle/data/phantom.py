@@ -56,7 +56,7 @@ SERIES_KINDS = (
     "blackblood",
 )
 
-# Targets, inside the per-volume ranges of the real training data (data.md section 3: max |k| 1.2e-3 to
+# Targets, inside the per-volume ranges of the real training data (docs/design.md "Data format": max |k| 1.2e-3 to
 # 1.8e-2, RSS max 7.8e-4 to 7.7e-3), kept a little inside so that noise cannot push a volume out.
 KMAX_RANGE = (1.5e-3, 1.5e-2)
 RSS_MAX_RANGE = (1.0e-3, 6.0e-3)

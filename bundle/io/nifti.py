@@ -1,8 +1,8 @@
 """NIfTI-1 export of reconstructed magnitude volumes, for viewing by clinicians.
 
 Written with nibabel directly rather than MONAI ``SaveImage``: MONAI 1.6.1 cannot write 2-D NIfTI
-(issue #9068, monai.md §10.1), and a 4-D ``(x, y, slice, time)`` cine with a frame time in ``pixdim[4]`` is
-simplest and exact through nibabel.
+(MONAI issue #9068; ``docs/design.md``, "MONAI"), and a 4-D ``(x, y, slice, time)`` cine with a frame time in
+``pixdim[4]`` is simplest and exact through nibabel.
 
 Geometry and its limits (read this before measuring anything in a viewer):
 

@@ -37,7 +37,8 @@ __all__ = [
 
 PathLike = str | os.PathLike
 
-# Modality folders of the CMRxRecon2024 tree (data.md §1); the submission template uses the same names.
+# Modality folders of the CMRxRecon2024 tree (docs/design.md, "Data format"); the submission template uses the
+# same names.
 KNOWN_MODALITIES = ("Aorta", "BlackBlood", "Cine", "Flow2d", "Mapping", "Tagging")
 # Only these sets ship undersampled k-space (``UnderSample_Task<k>``); TrainingSet has FullSample only.
 EVALUATION_SETS = ("ValidationSet", "TestSet")

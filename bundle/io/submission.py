@@ -1,6 +1,6 @@
 """Challenge submission files: one MAT v5 file per undersampled input, variable ``img4ranking``.
 
-Why MAT v5 (``scipy.io.savemat``) and not v7.3/HDF5 (data.md §2.1): the evaluator first tries
+Why MAT v5 (``scipy.io.savemat``) and not v7.3/HDF5 (docs/design.md, "Data format"): the evaluator first tries
 ``scipy.io.loadmat``, which reads v5 in MATLAB axis order; only on failure does it fall back to h5py, which
 reports the axes reversed and is *not* transposed back, so a v7.3 submission would be scored with its axes
 swapped. MATLAB's ``load`` reads v5 as well.
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from bundle.data.matio import write_mat_v5
 from bundle.errors import MatFileError, MissingKeyError, NonFiniteDataError, ShapeError
-from bundle.io.paths import atomic_write
 
 __all__ = ["SUBMISSION_KEY", "save_submission", "load_submission"]
 
@@ -64,12 +64,9 @@ def save_submission(path: str | os.PathLike, img4ranking) -> Path:
         raise ValueError(f"{dest}: a submission file must end in .mat")
     arr = _validated(dest, img4ranking)
 
-    def write(tmp: Path) -> None:
-        # Uncompressed: float images barely compress, and plain v5 is the most widely readable form.
-        # appendmat=False because the temporary name already ends in ".mat".
-        scipy.io.savemat(tmp, {SUBMISSION_KEY: arr}, format="5", do_compression=False, appendmat=False)
-
-    return atomic_write(dest, write)
+    # The one v5 writer of the bundle; it takes h5py (reversed) axis order and reverses it back on disk.
+    write_mat_v5(dest, **{SUBMISSION_KEY: arr.T})
+    return dest
 
 
 def load_submission(path: str | os.PathLike) -> np.ndarray:

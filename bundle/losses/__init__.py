@@ -1,6 +1,6 @@
 """Training losses: the Eagle loss (three variants), the training SSIM, HyperCMR's VGG term and the total loss.
 
-See ``spec/loss.md``. Pass ``HyperCMRLoss(...).for_trainer()`` (a :class:`TrainerLoss`) to MONAI's
+See ``docs/design.md``, "Loss". Pass ``HyperCMRLoss(...).for_trainer()`` (a :class:`TrainerLoss`) to MONAI's
 ``SupervisedTrainer`` as ``loss_function``.
 """
 
@@ -10,7 +10,7 @@ from bundle.losses.eagle import EagleLoss, eagle_filter, patch_variance
 from bundle.losses.hypercmr import (
     HyperCMRLoss,
     TrainerLoss,
-    column_normalised_magnitude,
+    column_normalized_magnitude,
     fidelity_loss,
     kspace_regulariser,
     minmax,
@@ -25,7 +25,7 @@ __all__ = [
     "patch_variance",
     "HyperCMRLoss",
     "TrainerLoss",
-    "column_normalised_magnitude",
+    "column_normalized_magnitude",
     "fidelity_loss",
     "kspace_regulariser",
     "minmax",

@@ -1,6 +1,6 @@
 """Eagle loss: a frequency-weighted L1 between the patch-variance maps of two images' gradients.
 
-Three variants (``spec/loss.md`` §1):
+Three variants (``docs/design.md``, "Loss"):
 
 * ``"hypercmr"``: the HyperCMR code, the parity target. Its "Butterworth high-pass" is ``1 − 1/(1 + (c/f)^4)``,
   which equals ``1/(1 + (f/c)^4)``: a **low-pass** in effect.
@@ -119,7 +119,10 @@ class EagleLoss(nn.Module):
         return eagle_filter(self.filter, h, w, self.cutoff, self.order, self.eps, device=device)
 
     def _frequency_term(self, vp: torch.Tensor, vt: torch.Tensor) -> torch.Tensor:
-        """``F(Vp, Vt)`` of ``loss.md`` §1.1 step 3 for two ``(B, 1, h, w)`` variance maps."""
+        """Frequency term ``F(Vp, Vt)`` of two ``(B, 1, h, w)`` variance maps.
+
+        Pad to powers of two, FFT, z-score over the batch, weight, L1 on the top-left ``[:h, :w]`` block.
+        """
         h, w = vp.shape[-2:]
         if self.filter == "gaussian":
             mp = _safe_magnitude(torch.fft.fft2(vp))

@@ -1,4 +1,4 @@
-"""The HyperCMR multi-term loss as the reference code computes it (``spec/loss.md`` §2).
+"""The HyperCMR multi-term loss as the reference code computes it (``docs/design.md``, "Loss").
 
 ``L = w_fid·L_fid + w_ssim·L_ssim + w_eagle·L_eagle + w_vgg·L_vgg + w_reg·L_reg``
 
@@ -29,7 +29,7 @@ from bundle.mri import crop_roi
 __all__ = [
     "COMPONENTS",
     "minmax",
-    "column_normalised_magnitude",
+    "column_normalized_magnitude",
     "fidelity_loss",
     "kspace_regulariser",
     "ssim_criterion",
@@ -55,7 +55,7 @@ def minmax(u: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     return torch.where(ok, (u - lo) / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(u))
 
 
-def column_normalised_magnitude(k: torch.Tensor) -> torch.Tensor:
+def column_normalized_magnitude(k: torch.Tensor) -> torch.Tensor:
     """``nk(k) = |k| / (max over coil and kx of |k| + 1e-8)``: one max per ky column.
 
     ``k``: ``(B, C, H, W)`` complex -> ``(B, C, H, W)`` real. ``torch.abs`` of a complex tensor has a zero
@@ -72,7 +72,7 @@ def fidelity_loss(k_pred: torch.Tensor, k_true: torch.Tensor, mode: str = "norma
     literally, as a mean): ``mean(|k̂ − k|²)`` over the ``B·C·H·W`` complex elements.
     """
     if mode == "normalized_magnitude_mse":
-        return (column_normalised_magnitude(k_pred) - column_normalised_magnitude(k_true)).square().mean()
+        return (column_normalized_magnitude(k_pred) - column_normalized_magnitude(k_true)).square().mean()
     if mode == "complex_mse":
         return torch.view_as_real(k_pred - k_true).square().sum(-1).mean()
     raise ValueError(f"unknown fidelity_mode {mode!r}; expected one of {FIDELITY_MODES}")

@@ -1,10 +1,12 @@
-"""Training SSIM ``SSIM_g``: the ``pytorch_msssim.ssim`` defaults (``spec/loss.md`` §2.3).
+"""Training SSIM ``SSIM_g``: the ``pytorch_msssim.ssim`` defaults (``docs/design.md``, "Loss").
 
 Gaussian window 11, σ = 1.5, K = (0.01, 0.03), separable **valid** filtering (no padding), mean of the SSIM
 map. This is not the challenge SSIM (7×7 uniform window, skimage), which lives in :mod:`bundle.metrics`.
 
-Written out here instead of calling ``monai.losses.SSIMLoss``: MONAI matches to about 1e-7 but returns only
-a batch-reduced loss, and this version also gives per-sample values and the exact golden value.
+MONAI's ``monai.metrics.regression.compute_ssim_and_cs`` computes the same SSIM map (per-sample values agree to
+about 1.2e-7) but filters with a full 11×11 kernel; the two 1-D passes here are 2.5-4.5x faster for forward plus
+backward (one CPU thread: 13 ms against 61 ms on a 171×123 ROI, 385 ms against 985 ms for two 512×246 images),
+and the loss runs at every training step. That speed is the only reason this is not MONAI's.
 """
 
 from __future__ import annotations

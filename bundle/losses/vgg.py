@@ -1,4 +1,6 @@
-"""HyperCMR's VGG term: five VGG19 convolutions chained with no ReLU, pooling or normalisation (``loss.md`` §3).
+"""HyperCMR's VGG term: five VGG19 convolutions chained with no ReLU, pooling or normalisation.
+
+See ``docs/design.md``, "Loss".
 
 Weights are never downloaded. They come from a local file in torchvision's ``vgg19`` state-dict layout
 (``vgg19-dcbb9e9d.pth``, or a trimmed dict of ``features.{0,5,10,19,28}.*``), read without torchvision.
@@ -111,7 +113,7 @@ def load_vgg19_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 class PerceptualLoss(nn.Module):
-    """Sum over the chain steps of ``mean((φ_l(pred) − φ_l(target))²)`` (``loss.md`` §3).
+    """Sum over the chain steps of ``mean((φ_l(pred) − φ_l(target))²)`` (``docs/design.md``, "Loss").
 
     The chain applies the VGG19 convs at ``layers`` (torchvision ``features`` indices; default conv1_1,
     conv2_1, conv3_1, conv4_1, conv5_1) **one directly after another**: no ReLU, no pooling, no ImageNet

@@ -1,4 +1,4 @@
-"""PromptMR (v1), the unrolled k-space network used unchanged by HyperCMR (``model.md`` §3).
+"""PromptMR (v1), the unrolled k-space network used unchanged by HyperCMR (``docs/design.md``, "Layouts").
 
 Tensor contract: k-space is complex64 ``(B, F*C, H, W)`` with frame-major channels (``channel = f*C + c``), H the
 readout and W the undersampled phase-encode axis; the centre frame is ``F // 2``. Masks are bool and broadcast

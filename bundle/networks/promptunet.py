@@ -1,6 +1,6 @@
 """PromptUnet, the PromptMR (v1) denoiser, and NormPromptUnet, its normalising complex-valued wrapper.
 
-Blocks, default sizes and quirks follow ``model.md`` §1 of the project spec:
+Blocks, default sizes and quirks follow the reference PromptMR (``docs/design.md``, "Kept on purpose"):
 
 * every convolution is bias-free except the stride-2 down-sampling convs and the prompt ``Linear`` layers;
 * one activation module is *shared* by all channel-attention blocks (CABs) of a U-Net, and by every U-Net of a
@@ -13,7 +13,8 @@ on the SensNet's 50-image batches, which made the layout the largest avoidable c
 training step (``docs/benchmarks.md``: 1.2-1.4x per step at 64x128). Only the layout changes, so results agree
 with NCHW to float rounding; on CUDA the layout is left as it comes (not measured here).
 
-Module names mirror the reference state-dict keys (``model.md`` §1.5) so reference checkpoints can be imported.
+Module names mirror the reference state-dict keys (``sens_net.norm_unet.unet.…``,
+``cascades.{i}.model.unet.…``) so reference checkpoints can be imported.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ class PromptUnet(nn.Module):
     """Three-level PromptMR U-Net with channel attention and prompt-conditioned decoder.
 
     Real ``(B, in_chans, H, W)`` -> ``(B, out_chans, H, W)``; H and W must be multiples of 8 (NormPromptUnet pads).
-    Defaults are the cascade U-Net of ``model.md`` §1.1 (6,638,610 parameters, 829,440 of them frozen prompts).
+    Defaults are the reference cascade U-Net (6,638,610 parameters, 829,440 of them frozen prompts).
 
     Args:
         act: activation shared by every CAB except the first of ``enc_level1``, which gets a deep copy
@@ -320,7 +321,7 @@ class NormPromptUnet(nn.Module):
     """PromptUnet on complex images with per-sample normalisation and padding to a multiple of 8.
 
     ``(B, C, H, W)`` complex -> ``(B, C_out, H, W)`` complex64, with ``in_chans = 2C`` and ``out_chans = 2C_out``
-    real U-Net channels ordered ``[re_0 .. re_{C-1}, im_0 .. im_{C-1}]`` (``model.md`` §1.4).
+    real U-Net channels ordered ``[re_0 .. re_{C-1}, im_0 .. im_{C-1}]`` (``docs/design.md``, "Layouts").
 
     Mean and unbiased std are taken per sample over all ``2C*H*W`` values with no eps, as in the reference; an
     all-zero sample therefore gives NaN. Statistics, padding and the inverse map run in fp32: the U-Net output is

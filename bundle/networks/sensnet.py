@@ -1,4 +1,6 @@
-"""Coil-sensitivity estimation for PromptMR (v1 / HyperCMR form, ``model.md`` §2.1-2.2).
+"""Coil-sensitivity estimation for PromptMR, v1 / HyperCMR form.
+
+``docs/design.md``, "Inferred ACS width" and "Radial ACS", explains the two reference rules kept here.
 
 The auto-calibration (ACS) region of the undersampled k-space is transformed to coil images; each coil image of
 each frame is refined by a NormPromptUnet(2 -> 2) as a separate item, and the maps of every frame are normalised
@@ -17,10 +19,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..mri import ifft2c, rss
+from ..mri import centered_window, ifft2c, is_cartesian_mask, rss
 from .promptunet import NormPromptUnet
 
-__all__ = ["SensNet", "infer_num_low_frequencies", "cartesian_acs_columns", "centred_window", "is_cartesian_mask"]
+__all__ = ["SensNet", "infer_num_low_frequencies", "cartesian_acs_columns", "is_cartesian_mask"]
 
 _MASK_TYPES = ("auto", "cartesian", "radial")
 
@@ -54,22 +56,6 @@ def cartesian_acs_columns(mask: Tensor, num_low_frequencies: Optional[int] = Non
     pad = torch.div(w - n_low + 1, 2, rounding_mode="floor").unsqueeze(1)
     cols = torch.arange(w, device=mask.device).unsqueeze(0)
     return ((cols >= pad) & (cols < pad + n_low.unsqueeze(1))).view(b, 1, 1, w)
-
-
-def centred_window(n: int, size: int, device: torch.device) -> Tensor:
-    """Bool ``(n,)`` marking MATLAB's centred window ``[n//2 - size//2, n//2 - size//2 + size)``, clipped to ``n``."""
-    idx = torch.arange(n, device=device)
-    start = n // 2 - size // 2
-    return (idx >= start) & (idx < start + size)
-
-
-def is_cartesian_mask(mask: Tensor, acs_size: int = 16) -> Tensor:
-    """HyperCMR's rule: ``(B,)`` bool, True where the central ``acs_size`` ky columns are fully sampled.
-
-    ``mask`` is ``(B, Fm, Hm, W)`` bool; the check covers every kx row and frame present.
-    """
-    cols = centred_window(mask.shape[-1], acs_size, mask.device)
-    return (mask | ~cols).flatten(1).all(dim=1)
 
 
 class SensNet(nn.Module):
@@ -168,8 +154,8 @@ class SensNet(nn.Module):
         if self.reference_radial_bug:
             radial = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=mask.device)
         else:
-            rows = centred_window(height, self.radial_acs_size, mask.device)
-            cols = centred_window(w, self.radial_acs_size, mask.device)
+            rows = centered_window(height, self.radial_acs_size, mask.device)
+            cols = centered_window(w, self.radial_acs_size, mask.device)
             radial = mask & (rows.unsqueeze(1) & cols.unsqueeze(0))
         return torch.where(radial_samples, radial, cartesian_acs_columns(mask, n_low))
 

@@ -99,8 +99,8 @@ def extract_acs(kspace, mask_or_width=16, *, radial: bool | None = None, acs_wid
     ``mask_or_width`` is either the ACS width (an int; Cartesian unless ``radial=True``) or the sampling
     mask ``(..., nx, ny)``, which then only decides the mask type when ``radial`` is None
     (:func:`~bundle.transforms.masks.is_cartesian`) while the width stays ``acs_width``: a width inferred
-    from a random mask can exceed the true 16 lines (``model.md`` §2.1). Cartesian keeps the MATLAB-centred
-    ky band for every kx; radial keeps the central ``width×width`` block. NumPy or torch.
+    from a random mask can exceed the true 16 lines (``docs/design.md``, "Inferred ACS width"). Cartesian keeps
+    the MATLAB-centred ky band for every kx; radial keeps the central ``width×width`` block. NumPy or torch.
     """
     window = acs_window(kspace.shape, mask_or_width, radial=radial, acs_width=acs_width)
     out = torch.zeros_like(kspace) if isinstance(kspace, torch.Tensor) else np.zeros_like(kspace)

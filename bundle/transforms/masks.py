@@ -1,4 +1,4 @@
-"""CMRxRecon2024 sampling masks (``data.md`` §5), built with NumPy.
+"""CMRxRecon2024 sampling masks (``docs/design.md``, "Masks"), built with NumPy.
 
 Every mask is float32 0/1 in model orientation: ky (phase encode, the undersampled axis) is the **last**
 axis. 1-D masks are ``(ny,)``, per-frame line masks ``(nt, ny)`` and full masks ``(nt, nx, ny)``.
@@ -15,8 +15,9 @@ import math
 import numbers
 
 import numpy as np
+import torch
 
-from bundle.mri import centered_bounds, rhu
+from bundle.mri import centered_bounds, is_cartesian_mask, rhu
 
 __all__ = [
     "PATTERNS",
@@ -29,7 +30,6 @@ __all__ = [
     "radial_beam_count",
     "kt_radial_mask",
     "make_mask",
-    "infer_acs_width",
     "is_cartesian",
     "sampled_fraction",
     "effective_acceleration",
@@ -113,9 +113,9 @@ def kt_uniform_mask(
     """Task 2 ktUniform mask ``(nt, ny)``: the sheared lattice ``(ky - t) % R == 0`` plus the ACS band.
 
     With ``reference_odd_nt=True`` and odd ``nt`` the lattice points are moved the way the official generator
-    moves them (``data.md`` §5.2, derived from a port, not confirmed against an official file): a point with
-    ``ky < ny/2`` goes to ``(ky + ny/2, t - 1)``, one with ``ky >= ny/2`` to ``(ky - ny/2, t)``, and those
-    that land on ``t = -1`` collapse onto ``(ky=0, t=0)``. Even ``nt`` is unaffected.
+    moves them (``docs/design.md``, "ktUniform with odd nt"; derived from a port, not confirmed against an
+    official file): a point with ``ky < ny/2`` goes to ``(ky + ny/2, t - 1)``, one with ``ky >= ny/2`` to
+    ``(ky - ny/2, t)``, and those that land on ``t = -1`` collapse onto ``(ky=0, t=0)``. Even ``nt`` is unaffected.
     """
     nt = _as_int("nt", nt, 1)
     ny = _as_int("ny", ny, 1)
@@ -314,41 +314,19 @@ def make_mask(
     return np.ascontiguousarray(np.broadcast_to(lines[:, None, :], (nt, nx, ny)), dtype=np.float32)
 
 
-def infer_acs_width(mask_line) -> int:
-    """ACS width the reference SensNet infers from a mask (``model.md`` §2.1).
-
-    ``mask_line`` is ``(ny,)``, or any array with ky last, in which case its first line (first frame, first
-    kx) is used, as the reference does. With ``c = ny // 2``: ``left`` counts consecutive sampled lines going
-    down from ``c - 1``, ``right`` those going up from ``c``, and the width is ``max(2·min(left, right), 1)``.
-    Gives 16 on official Uniform masks; random masks can give more, which is why 16 should be passed
-    explicitly for CMRxRecon2024.
-    """
-    line = np.asarray(mask_line)
-    if line.ndim == 0 or line.shape[-1] == 0:
-        raise ValueError(f"mask_line needs a non-empty ky axis, got shape {line.shape}")
-    line = line.reshape(-1, line.shape[-1])[0] != 0
-    ny = line.size
-    c = ny // 2
-    left = 0
-    while c - 1 - left >= 0 and line[c - 1 - left]:
-        left += 1
-    right = 0
-    while c + right < ny and line[c + right]:
-        right += 1
-    return max(2 * min(left, right), 1)
-
-
 def is_cartesian(mask, acs_width: int = 16) -> bool:
-    """HyperCMR's test for a Cartesian mask ``(..., nx, ny)`` (``data.md`` §5.3).
+    """HyperCMR's test for a Cartesian mask ``(..., nx, ny)`` (``docs/design.md``, "Radial ACS").
 
     True when the ``acs_width`` central ky columns are fully sampled for every kx and every frame; a radial
-    mask only fills a central block there.
+    mask only fills a central block there. The rule itself is :func:`bundle.mri.is_cartesian_mask`, which
+    SensNet applies to batches on the device.
     """
     m = np.asarray(mask)
     if m.ndim < 2:
         raise ValueError(f"mask must have at least 2 dimensions (..., nx, ny), got shape {m.shape}")
-    lo, hi = acs_bounds(m.shape[-1], acs_width)
-    return bool(np.all(m[..., lo:hi] != 0))
+    acs_bounds(m.shape[-1], acs_width)  # the same checks as for building a mask
+    sampled = torch.from_numpy(np.ascontiguousarray(m != 0)).reshape(1, -1, m.shape[-1])
+    return bool(is_cartesian_mask(sampled, acs_width)[0])
 
 
 def sampled_fraction(mask) -> float:

@@ -11,6 +11,7 @@ from .checkpoint import (
     atomic_torch_save,
     checkpoints_newest_first,
     latest_checkpoint,
+    newest_readable_checkpoint,
     save_model,
     unwrap_model,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "TrainerScaler",
     "atomic_torch_save",
     "latest_checkpoint",
+    "newest_readable_checkpoint",
     "checkpoints_newest_first",
     "save_model",
     "unwrap_model",

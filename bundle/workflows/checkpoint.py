@@ -13,14 +13,16 @@ import logging
 import os
 import random
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.handlers import CheckpointLoader
+from monai.networks.utils import get_state_dict
 
+from bundle.io.paths import atomic_write
 from bundle.workflows.distributed import is_main_process
 from bundle.workflows.handlers import is_stepping_iteration
 
@@ -33,6 +35,7 @@ __all__ = [
     "EpochModelSaver",
     "save_model",
     "latest_checkpoint",
+    "newest_readable_checkpoint",
     "checkpoints_newest_first",
     "unwrap_model",
 ]
@@ -42,26 +45,21 @@ _CKPT_RE = re.compile(r"checkpoint_e(\d+)_i(\d+)\.pt$")
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a ``DistributedDataParallel``/``DataParallel`` wrapper."""
+    """The module inside a ``DistributedDataParallel``/``DataParallel`` wrapper.
+
+    For attributes of the network (``network_args``); state dicts come from MONAI's ``get_state_dict``.
+    """
     return model.module if hasattr(model, "module") and isinstance(model.module, torch.nn.Module) else model
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file next to ``path``, fsync, then atomically rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    """``torch.save`` through the bundle's one atomic writer (:func:`bundle.io.paths.atomic_write`)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 class RNGState:
@@ -101,12 +99,6 @@ class RNGState:
         random.setstate((state["python_version"], tuple(state["python_state"].tolist()), state["python_gauss"]))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _state_of(obj):
-    if isinstance(obj, torch.nn.Module):
-        return unwrap_model(obj).state_dict()
-    return obj.state_dict()
 
 
 def checkpoints_newest_first(directory: str | os.PathLike) -> list[Path]:
@@ -153,18 +145,13 @@ class AtomicCheckpointSaver:
     def save(self, engine: Engine) -> Path:
         self._pending = False
         path = self.save_dir / f"checkpoint_e{engine.state.epoch}_i{engine.state.iteration}.pt"
-        atomic_torch_save({key: _state_of(obj) for key, obj in self.save_dict.items()}, path)
+        atomic_torch_save({key: get_state_dict(obj) for key, obj in self.save_dict.items()}, path)
         logger.info("saved checkpoint %s", path)
         self._prune(keep=path)
         return path
 
     def _prune(self, keep: Path) -> None:
-        found = []
-        for name in glob.glob(os.path.join(glob.escape(str(self.save_dir)), "checkpoint_e*_i*.pt")):
-            match = _CKPT_RE.search(name)
-            if match:
-                found.append((int(match.group(2)), Path(name)))
-        for _, old in sorted(found)[: -self.n_saved]:
+        for old in checkpoints_newest_first(self.save_dir)[self.n_saved :]:
             if old != keep:
                 old.unlink(missing_ok=True)
 
@@ -190,58 +177,58 @@ class TrainerScaler:
             scaler.load_state_dict(dict(state))
 
 
-class ResumeFromCheckpoint:
-    """At ``STARTED``, loads the newest checkpoint of ``checkpoint_dir`` into ``load_dict`` (if one exists).
+def newest_readable_checkpoint(directory: str | os.PathLike, network: torch.nn.Module | None = None) -> Path | None:
+    """The newest ``checkpoint_e*_i*.pt`` of ``directory`` that can be read, or ``None`` when there is none.
 
-    ``max_epochs`` of the trainer keeps its configured value, so a finished run can be extended.
+    An unreadable one (truncated by a crash, corrupt) is named in a warning and the previous one tried; when none
+    can be read, :class:`~bundle.errors.CheckpointError` says what to do. With ``network``, the checkpoint's
+    ``model`` entry must fit it (:func:`~bundle.networks.pretrained.check_state_dict`, one clear message).
+    """
+    from bundle.errors import CheckpointError
+    from bundle.networks.pretrained import check_state_dict, read_checkpoint
+
+    candidates = checkpoints_newest_first(directory)
+    for path in candidates:
+        try:
+            checkpoint = read_checkpoint(path, "cpu")
+        except CheckpointError as err:
+            logger.warning("cannot resume from %s; trying the previous checkpoint", err)
+            continue
+        if isinstance(network, torch.nn.Module) and isinstance(checkpoint, Mapping) and "model" in checkpoint:
+            check_state_dict(unwrap_model(network), checkpoint["model"], path)
+        return path
+    if candidates:
+        raise CheckpointError.at(
+            directory, "no checkpoint here can be read; move the folder aside or pass --resume false"
+        )
+    return None
+
+
+class ResumeFromCheckpoint(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` on the newest readable checkpoint of ``checkpoint_dir``, chosen at ``STARTED``.
+
+    Loading (DDP unwrapping, strict keys, keeping the configured ``max_epochs`` so that a finished run can be
+    extended) is MONAI's; this class only picks the file (:func:`newest_readable_checkpoint`) and does nothing
+    when there is none or ``enabled`` is false.
     """
 
     def __init__(self, checkpoint_dir: str, load_dict: Mapping, enabled: bool = True, map_location="cpu"):
+        super().__init__(load_path=os.fspath(checkpoint_dir), load_dict=dict(load_dict), map_location=map_location)
         self.checkpoint_dir = checkpoint_dir
-        self.load_dict = dict(load_dict)
         self.enabled = enabled
-        self.map_location = map_location
         self.loaded_from: Path | None = None
 
     def attach(self, engine: Engine) -> None:
         if self.enabled:
-            engine.add_event_handler(Events.STARTED, self)
-
-    def _newest_readable(self) -> tuple[Path, Mapping] | None:
-        """The newest checkpoint that loads; an unreadable one is named in a warning and the previous one tried."""
-        from bundle.errors import CheckpointError
-        from bundle.networks.pretrained import read_checkpoint
-
-        candidates = checkpoints_newest_first(self.checkpoint_dir)
-        for path in candidates:
-            try:
-                return path, read_checkpoint(path, self.map_location)
-            except CheckpointError as err:
-                logger.warning("cannot resume from %s; trying the previous checkpoint", err)
-        if candidates:
-            raise CheckpointError.at(
-                self.checkpoint_dir, "no checkpoint here can be read; move the folder aside or pass --resume false"
-            )
-        return None
+            super().attach(engine)
 
     def __call__(self, engine: Engine) -> None:
-        from bundle.networks.pretrained import check_state_dict
-
-        found = self._newest_readable()
-        if found is None:
+        path = newest_readable_checkpoint(self.checkpoint_dir, self.load_dict.get("model"))
+        if path is None:
             logger.info("no checkpoint in %s: training starts from scratch", self.checkpoint_dir)
             return
-        path, checkpoint = found
-        model = self.load_dict.get("model")
-        if isinstance(model, torch.nn.Module) and "model" in checkpoint:
-            check_state_dict(unwrap_model(model), checkpoint["model"], path)
-        max_epochs = engine.state.max_epochs
-        for key, obj in self.load_dict.items():
-            if key not in checkpoint:
-                raise KeyError(f"{path}: checkpoint has no entry {key!r} (found {sorted(checkpoint)})")
-            target = unwrap_model(obj) if isinstance(obj, torch.nn.Module) else obj
-            target.load_state_dict(checkpoint[key])
-        engine.state.max_epochs = max_epochs
+        self.load_path = os.fspath(path)
+        super().__call__(engine)
         self.loaded_from = path
         logger.info("resumed from %s at epoch %d, iteration %d", path, engine.state.epoch, engine.state.iteration)
 
@@ -253,9 +240,8 @@ def save_model(network: torch.nn.Module, path: str | os.PathLike) -> Path:
     """
     from bundle.networks.pretrained import NETWORK_OVERLAY_NAME, save_network_overlay
 
-    module = unwrap_model(network)
-    atomic_torch_save(module.state_dict(), path)
-    args = getattr(module, "network_args", None)
+    atomic_torch_save(get_state_dict(network), path)
+    args = getattr(unwrap_model(network), "network_args", None)
     if args is not None:
         save_network_overlay(Path(path).with_name(NETWORK_OVERLAY_NAME), args)
     return Path(path)

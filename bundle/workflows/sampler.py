@@ -20,8 +20,8 @@ from torch.utils.data import Sampler
 
 __all__ = ["HYPERCMR_GROUP_ORDER", "ShapeGroupBatchSampler", "group_batches"]
 
-# Group order of the HyperCMR training loop (training.md §3); groups found in the data but not listed here
-# (other sizes, unseen series) follow in sorted order.
+# Group order of the HyperCMR training loop (docs/design.md, "Data format", shape groups); groups found in the
+# data but not listed here (other sizes, unseen series) follow in sorted order.
 HYPERCMR_GROUP_ORDER = (
     "aorta_sag",
     "aorta_tra",

@@ -31,7 +31,7 @@ def zero_filled_image(masked_kspace: torch.Tensor, num_adj_frames: int) -> torch
 
 
 def select_ranking_items(items: Sequence[Mapping]) -> list[dict]:
-    """Keep only the (slice, frame) pairs the challenge scores (run4Ranking selection, data.md §7.1)."""
+    """Keep only the (slice, frame) pairs the challenge scores (run4Ranking selection, docs/design.md "Evaluation")."""
     from bundle.metrics import select_frames, select_slices, series_type
 
     kept = []
