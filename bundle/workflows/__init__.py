@@ -14,6 +14,7 @@ from .checkpoint import (
     unwrap_model,
 )
 from .dataset import ReconDataset, find_data_error
+from .eval_report import EvalReportWriter
 from .handlers import (
     BadDataReport,
     NonFiniteLossError,
@@ -55,6 +56,7 @@ __all__ = [
     "is_stepping_iteration",
     "log_every",
     "ReconstructionWriter",
+    "EvalReportWriter",
     "prepare_dataset",
     "configure_cudnn",
     "worker_init",
