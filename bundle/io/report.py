@@ -39,6 +39,7 @@ th{background:#eee} td.l,th.l{text-align:left}
 table.sortable th{cursor:pointer} .better{color:#070} .worse{color:#a00}
 figure{display:inline-block;margin:0 1em 1em 0} figcaption{font-size:90%}
 .note{color:#555;font-size:90%}
+td.path{font-size:85%;word-break:break-all;max-width:32em}
 """
 
 # Sorting by clicking a header: numbers compare by their data-value, text alphabetically. Inline, no network.
@@ -91,7 +92,9 @@ def _comparison_table(rows: Sequence[Mapping], keys: Sequence[str], table_id: st
         head += f"<th>{name} model</th><th>{name} zero-filled</th><th>{name} diff</th>"
     body = []
     for row in rows:
-        cells = "".join(f'<td class="l">{html.escape(str(row.get(k, "")))}</td>' for k in keys)
+        cells = "".join(
+            f'<td class="{"l path" if k == "file" else "l"}">{html.escape(str(row.get(k, "")))}</td>' for k in keys
+        )
         for metric in _COLUMNS:
             cells += _num(row[metric], metric) + _num(row[f"zf_{metric}"], metric)
             cells += _diff(row[metric], row[f"zf_{metric}"], metric)
@@ -147,12 +150,12 @@ def ssim_histogram_svg(model: Sequence[float], baseline: Sequence[float], bins: 
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 30}" role="img" '
         f'aria-label="per-image SSIM histogram">',
         f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#333"/>',
-        f'<line x1="{pad}" y1="{pad / 2}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
+        f'<line x1="{pad}" y1="{1.2 * pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
     ]
     for k, (colour, offset) in enumerate((("#1f77b4", 0.0), ("#ff7f0e", 0.5))):
         for i, count in enumerate(counts[k]):
             if count:
-                bh = (height - 1.5 * pad) * count / top
+                bh = (height - 2.2 * pad) * count / top  # leaves the top strip to the legend
                 x = pad + i * bar + offset * bar
                 parts.append(
                     f'<rect x="{x:.1f}" y="{height - pad - bh:.1f}" width="{bar / 2:.1f}" height="{bh:.1f}" '
@@ -163,7 +166,7 @@ def ssim_histogram_svg(model: Sequence[float], baseline: Sequence[float], bins: 
         parts.append(
             f'<text x="{x:.1f}" y="{height - pad + 15}" font-size="11" text-anchor="middle">{value:.3f}</text>'
         )
-    parts.append(f'<text x="{pad - 5}" y="{pad / 2 + 10}" font-size="11" text-anchor="end">{top}</text>')
+    parts.append(f'<text x="{pad - 5}" y="{1.2 * pad + 4}" font-size="11" text-anchor="end">{top}</text>')
     parts.append(f'<text x="{width / 2}" y="{height - 8}" font-size="12" text-anchor="middle">SSIM per image</text>')
     parts.append(
         f'<rect x="{width - 190}" y="8" width="10" height="10" fill="#1f77b4"/>'
@@ -260,7 +263,8 @@ def write_inference_report(
         image = f'<img src="{png_data_uri(preview.read_bytes())}" alt="preview">' if preview else "(no preview)"
         listed = "<br>".join(html.escape(_relative(p, output_dir)) for p in outputs)
         body.append(
-            f'<tr><td class="l">{html.escape(source)}</td><td class="l">{image}</td><td class="l">{listed}</td></tr>'
+            f'<tr><td class="l path">{html.escape(source)}</td><td class="l">{image}</td>'
+            f'<td class="l path">{listed}</td></tr>'
         )
     body.append("</tbody></table>")
     text = _page("Inference report", "".join(body))
