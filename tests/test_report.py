@@ -114,3 +114,18 @@ def test_report_renders_in_headless_chromium(eval_dir, tmp_path):
     assert pixels.shape == (1600, 1200)
     # Not blank: text, table lines and images make many distinct grey levels and dark pixels.
     assert pixels.std() > 10 and len(np.unique(pixels)) > 50 and (pixels < 100).mean() > 0.005
+
+
+def test_a_resumed_inference_lists_files_done_earlier(tmp_path):
+    from bundle.io.preview import save_preview_png
+    from bundle.workflows import ReconstructionWriter
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    (data / "P001").mkdir(parents=True)
+    writer = ReconstructionWriter(str(data), str(out), write_submission=False, write_nifti=False, progress=False)
+    done, todo = str(data / "P001" / "a_kus_Uniform4.mat"), str(data / "P001" / "b_kus_Uniform4.mat")
+    save_preview_png(out / "preview" / "P001" / "a_kus_Uniform4.png", np.ones((8, 6, 1, 1)))
+    assert writer.is_done(done) and not writer.is_done(todo)
+    report = HtmlReport(writer.extras.write_report())
+    assert [cells[0][0] for cells in report.tables["files"][1:]] == ["P001/a_kus_Uniform4.mat (earlier run)"]
+    assert len(report.decoded_images()) == 1

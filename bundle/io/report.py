@@ -244,12 +244,16 @@ def write_eval_report(
 def write_inference_report(
     path: str | os.PathLike, rows: Sequence[Mapping], output_dir: str | os.PathLike, dataset_dir: str | os.PathLike
 ) -> Path:
-    """Write ``report.html``: per file, its preview (inline) and its outputs relative to ``output_dir``."""
+    """Write ``report.html``: per file, its preview (inline) and its outputs relative to ``output_dir``.
+
+    ``rows``: ``{"file", "outputs": [paths], "earlier": bool}`` (``earlier``: done by a previous, resumed run).
+    """
     output_dir = Path(output_dir)
     body = [
-        f'<p class="note">{len(rows)} file(s) reconstructed in this run (files skipped because their outputs '
-        "already existed are not listed). Previews are drawn as ITK-SNAP/3D Slicer draw the NIfTI; R/A/S labels are "
-        "not anatomical. AI reconstruction from undersampled k-space; not for diagnostic use.</p>",
+        f'<p class="note">{sum(not r.get("earlier") for r in rows)} file(s) reconstructed in this run, '
+        f"{sum(bool(r.get('earlier')) for r in rows)} found done by an earlier run (marked). Previews are drawn as "
+        "ITK-SNAP/3D Slicer draw the NIfTI; R/A/S labels are not anatomical. AI reconstruction from undersampled "
+        "k-space; not for diagnostic use.</p>",
         '<table id="files" class="sortable"><thead><tr><th class="l">input</th><th class="l">preview</th>'
         '<th class="l">outputs</th></tr></thead><tbody>',
     ]
@@ -263,7 +267,8 @@ def write_inference_report(
         image = f'<img src="{png_data_uri(preview.read_bytes())}" alt="preview">' if preview else "(no preview)"
         listed = "<br>".join(html.escape(_relative(p, output_dir)) for p in outputs)
         body.append(
-            f'<tr><td class="l path">{html.escape(source)}</td><td class="l">{image}</td>'
+            f'<tr><td class="l path">{html.escape(source)}{" (earlier run)" if row.get("earlier") else ""}</td>'
+            f'<td class="l">{image}</td>'
             f'<td class="l path">{listed}</td></tr>'
         )
     body.append("</tbody></table>")

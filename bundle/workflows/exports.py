@@ -49,7 +49,7 @@ class ExtraOutputs:
         self.write_dicom_series = bool(write_dicom)
         self._model: dict | None = None
         self._dicom = None
-        self.rows: list[dict] = []
+        self.rows: dict[str, dict] = {}  # per input file, for report.html
 
     @property
     def model(self) -> dict:
@@ -168,15 +168,16 @@ class ExtraOutputs:
         marker = atomic_write(folder / _DONE, lambda tmp: Path(tmp).write_text(f"{len(paths)} instances\n"))
         return [*paths, marker]
 
-    def note(self, file: str, outputs: Sequence[Path]) -> None:
-        """Remember ``file``'s outputs for the HTML index."""
+    def note(self, file: str, outputs: Sequence[Path], earlier: bool = False) -> None:
+        """Remember ``file``'s outputs for the HTML index (``earlier``: written by a previous, resumed run)."""
         listed = [Path(p).parent if Path(p).name == _DONE else Path(p) for p in outputs]  # a DICOM series: its folder
-        self.rows.append({"file": str(file), "outputs": listed})
+        self.rows[str(file)] = {"file": str(file), "outputs": listed, "earlier": earlier}
 
     def write_report(self) -> Path | None:
-        """``report.html`` in ``output_dir``: every file written in this run, its preview and its outputs."""
+        """``report.html`` in ``output_dir``: every file of the run (incl. ones done earlier), preview and outputs."""
         from bundle.io.report import write_inference_report
 
-        path = write_inference_report(self.output_dir / "report.html", self.rows, self.output_dir, self.dataset_dir)
+        rows = [self.rows[file] for file in sorted(self.rows)]
+        path = write_inference_report(self.output_dir / "report.html", rows, self.output_dir, self.dataset_dir)
         logger.info("inference report: %s", path)
         return path

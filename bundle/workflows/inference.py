@@ -33,7 +33,7 @@ class ReconstructionWriter:
     * ``nifti/<relative path>.json``: its sidecar (:mod:`bundle.io.sidecar`);
     * ``preview/<relative path>.png``: a montage of the slices, drawn as viewers draw the NIfTI;
     * ``dicom/<relative path>/IM_z###_t###.dcm`` with ``write_dicom`` (:mod:`bundle.io.dicom`);
-    * ``report.html`` at the end: every file written in the run, with its preview and output paths.
+    * ``report.html`` at the end: every file of the run (and files found done earlier), preview and output paths.
 
     The prediction is divided by the item's normalisation ``scale`` so outputs are in the input's units.
 
@@ -100,8 +100,15 @@ class ReconstructionWriter:
         return paths + self.extras.output_paths(file, self.write_nifti)
 
     def is_done(self, file: str) -> bool:
-        """Whether every output of ``file`` exists. Each is written atomically, so one that exists is complete."""
-        return all(path.is_file() for path in self.output_paths(file))
+        """Whether every output of ``file`` exists. Each is written atomically, so one that exists is complete.
+
+        A file found done is listed in this run's ``report.html`` as written by an earlier run.
+        """
+        paths = self.output_paths(file)
+        done = all(path.is_file() for path in paths)
+        if done:
+            self.extras.note(file, paths, earlier=True)
+        return done
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
