@@ -5,6 +5,7 @@ Tiny demo data and a tiny network; the configs are otherwise the shipped ones.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -16,10 +17,11 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from conftest import REPO, TINY_NET
+from conftest import REPO, TINY_NET, HtmlReport, check_dicom_series, check_report_matches_metrics
 from monai.bundle import ConfigWorkflow
 
 from bundle.data import make_demo_dataset
+from bundle.io.sidecar import parse_sampling, validate_sidecar
 from bundle.metrics import run4ranking, select_slices
 
 CONFIGS = REPO / "configs"
@@ -93,7 +95,14 @@ def test_train_writes_best_model_checkpoints_and_tensorboard(trained):
     for term in ("fidelity", "ssim", "eagle", "vgg", "reg"):
         assert f"train/loss_{term}" in scalars
     assert {"train/loss", "train/lr", "val_ssim", "val_psnr", "val_nmse", "val_zf_ssim", "val_zf_psnr"} <= scalars
-    assert {"val/zero_filled", "val/recon", "val/target", "val/error"} <= set(events.Tags()["images"])
+    # One set of full-field-of-view images per validated modality (the modalities with per-modality SSIM scalars).
+    modalities = {tag.split("/", 1)[1] for tag in scalars if tag.startswith("val_ssim/")}
+    assert modalities
+    kinds = ("zero_filled", "recon", "target", "error", "comparison")
+    assert set(events.Tags()["images"]) == {f"val/{m}/{k}" for m in modalities for k in kinds}
+    for tag in events.Tags()["images"]:
+        image = events.Images(tag)[-1]
+        assert max(image.width, image.height) >= 256, (tag, image.width, image.height)
     assert json.loads((trained / "runs" / "split.json").read_text())
 
 
@@ -115,6 +124,11 @@ def test_train_then_evaluate_writes_metric_tables(trained, demo_root, tmp_path):
         assert np.isfinite(tables["overall"][key])
     assert (tmp_path / "eval" / "metrics_per_file.csv").read_text().startswith("file,modality,images,ssim")
     assert (tmp_path / "eval" / "metrics_per_modality.csv").is_file()
+    report = check_report_matches_metrics(tmp_path / "eval" / "report.html", tables)
+    shown = {row["modality"] for row in tables["per_file"]}
+    montages = sum(min(2, sum(r["modality"] == m for r in tables["per_file"])) for m in shown)
+    assert len(report.images) == montages  # best and worst file per modality (one if the modality has one file)
+    assert all(image.size[0] >= 4 * 256 for image in report.decoded_images())
 
 
 def _inference_workflow(demo_root: Path, model: Path, output: Path, **extra) -> ConfigWorkflow:
@@ -137,8 +151,10 @@ def _inference_workflow(demo_root: Path, model: Path, output: Path, **extra) -> 
 def test_inference_writes_submission_nifti_and_preview_and_leaves_inputs_alone(trained, demo_root, tmp_path):
     before = _snapshot(demo_root)
     output = tmp_path / "infer"
-    _run_workflow(_inference_workflow(demo_root, trained / "models" / "model.pt", output))
+    # dicom="true" as the command line passes it (--dicom true).
+    _run_workflow(_inference_workflow(demo_root, trained / "models" / "model.pt", output, dicom="true"))
     assert _snapshot(demo_root) == before  # nothing written into, or over, the dataset
+    sha = hashlib.sha256((trained / "models" / "model.pt").read_bytes()).hexdigest()
 
     multicoil = demo_root / "ChallengeData" / "MultiCoil"
     inputs = sorted(p for p in multicoil.rglob("*_kus_*.mat") if p.parts[-5] in ("Mapping", "BlackBlood"))
@@ -158,10 +174,12 @@ def test_inference_writes_submission_nifti_and_preview_and_leaves_inputs_alone(t
         with MatSliceReader(kus) as reader:
             nt, nz, ny, nx = reader.nt, reader.nz, reader.ny, reader.nx
         if "blackblood" in kus.name:
-            assert data.shape[:3] == (nx, ny, nz)
+            assert data.shape == (nx, ny, nz)  # 3-D: no singleton time axis
             assert img.shape == (round(nx / 3 + 1e-9), ny // 2, len(select_slices(nz)))
         else:
             assert data.shape == (nx, ny, nz, nt)
+            # Mapping: the 4th axis is the contrast index, with a unit-less step.
+            assert nifti.header.get_xyzt_units() == ("mm", "unknown") and nifti.header["pixdim"][4] == 1.0
             assert img.shape[-1] == nt  # mapping keeps every frame
             expected = run4ranking(data, kus.name, coil_combined=True)
             np.testing.assert_allclose(img, expected, rtol=1e-6)
@@ -170,6 +188,25 @@ def test_inference_writes_submission_nifti_and_preview_and_leaves_inputs_alone(t
         np.testing.assert_allclose(np.diag(nifti.affine)[:3], zooms[:3])
         assert nifti.header.get_xyzt_units()[0] == "mm"
         assert (output / "preview" / "ChallengeData" / "MultiCoil" / relative.with_suffix(".png")).is_file()
+        pattern, acceleration = parse_sampling(kus)
+        descrip = nifti.header["descrip"].item().decode()
+        assert "PromptMR" in descrip and f"{pattern} x{acceleration}" in descrip
+        sidecar = json.loads(
+            (output / "nifti" / "ChallengeData" / "MultiCoil" / relative.with_suffix(".json")).read_text()
+        )
+        validate_sidecar(sidecar)
+        assert sidecar["ImageShape"] == list(data.shape) and sidecar["SeriesDescription"] == descrip
+        assert sidecar["ParallelReductionFactorInPlane"] == acceleration and sidecar["MaskPattern"] == pattern
+        assert sidecar["Model"]["CheckpointSHA256"] == sha and sidecar["Model"]["NetworkArguments"]["num_cascades"] == 1
+        assert sidecar["MaskFile"] and (multicoil.parent.parent / sidecar["MaskFile"]).is_file()
+        dicom = check_dicom_series(
+            output / "dicom" / "ChallengeData" / "MultiCoil" / relative.with_suffix(""),
+            output / "nifti" / "ChallengeData" / "MultiCoil" / relative.with_suffix(".nii.gz"),
+        )
+        assert dicom[0].SeriesDescription == descrip and dicom[0].PatientID == patient
+    report = HtmlReport(output / "report.html")
+    assert not report.external and len(report.decoded_images()) == len(inputs)
+    assert len(report.tables["files"]) == len(inputs) + 1
 
 
 def test_inference_refuses_output_inside_dataset(trained, demo_root):

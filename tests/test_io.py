@@ -280,17 +280,46 @@ def test_nifti_spacing_read_by_simpleitk(tmp_path):
 
 def test_preview_png_4d_layout(tmp_path, rng):
     vol = rng.random((20, 16, 5, 4)).astype(np.float32)
-    path = save_preview_png(tmp_path / "p.png", vol, max_tiles=9, max_frames=3)
+    path = save_preview_png(tmp_path / "p.png", vol, max_tiles=9, max_frames=3, min_tile=40)
     with Image.open(path) as im:
         assert im.mode == "L"
-        # 3 frames as columns, 3 of the 5 slices as rows; tiles are (nx rows, ny cols) with 2-pixel gaps.
-        assert im.size == (3 * 16 + 2 * 2, 3 * 20 + 2 * 2)
+        # 3 frames as columns, 3 of the 5 slices as rows; each (nx, ny) slice is drawn as an (ny, nx) picture,
+        # enlarged 2x (long side 20 -> 40), with 2-pixel gaps.
+        assert im.size == (3 * 40 + 2 * 2, 3 * 32 + 2 * 2)
         assert np.asarray(im).max() == 255
 
 
-def test_preview_png_stack_and_flat(tmp_path):
-    path = save_preview_png(tmp_path / "s.png", np.zeros((5, 8, 6)))
+def test_preview_png_3d_volume_and_flat(tmp_path):
+    path = save_preview_png(tmp_path / "s.png", np.zeros((8, 6, 5)), min_tile=1)
     with Image.open(path) as im:
         assert im.mode == "L"
-        assert im.size == (3 * 6 + 2 * 2, 2 * 8 + 2)  # 5 images in a 3-column grid
+        assert im.size == (3 * 8 + 2 * 2, 2 * 6 + 2)  # 5 slices (6 x 8 pictures) in a 3-column grid
         assert np.asarray(im).max() == 0
+
+
+def test_preview_default_tiles_are_at_least_128_pixels(tmp_path, rng):
+    with Image.open(save_preview_png(tmp_path / "d.png", rng.random((24, 10, 1, 1)))) as im:
+        assert im.size == (6 * 24, 6 * 10)
+
+
+def test_display_matches_the_viewer_convention_of_the_nifti_affine(tmp_path):
+    """An asymmetric slice: the picture must put +x (R) on the left and +y (A) at the top, like ITK-SNAP/Slicer."""
+    from bundle.io.orientation import display_box, to_display
+
+    nx, ny = 12, 7
+    image = np.zeros((nx, ny), np.float32)
+    image[0, 0] = 1.0  # the voxel at the world origin: most R- and A-negative, i.e. patient left, posterior
+    image[nx - 1, :] = 0.5  # the +x (Right) edge
+    affine = load_nifti(save_nifti(tmp_path / "o.nii", image[:, :, None], voxel_size=(1, 1, 1))).affine
+    assert nib.aff2axcodes(affine) == ("R", "A", "S")
+    shown = to_display(image)
+    assert shown.shape == (ny, nx)  # a wide picture for a tall array: nx runs across the screen
+    # Screen column c and row r map back to world coordinates through the affine: R decreases to the right
+    # (radiological), A decreases downwards.
+    index = lambda r, c: (nx - 1 - c, ny - 1 - r)  # noqa: E731
+    world = lambda r, c: affine[:3, :3] @ np.array([*index(r, c), 0]) + affine[:3, 3]  # noqa: E731
+    assert world(0, 1)[0] < world(0, 0)[0] and world(1, 0)[1] < world(0, 0)[1]
+    assert shown[ny - 1, nx - 1] == 1.0  # origin voxel at the bottom right
+    assert np.all(shown[:, 0] == 0.5)  # the +x (R) edge is the left column
+    assert display_box(((2, 5), (1, 3)), (nx, ny)) == (ny - 3, ny - 1, nx - 5, nx - 2)
+    assert shown[ny - 3 : ny - 1, nx - 5 : nx - 2].shape == (2, 3)

@@ -38,6 +38,8 @@ from bundle.io.paths import atomic_write
 __all__ = [
     "DEFAULT_VOXEL_SIZES",
     "DEFAULT_FRAME_TIMES_MS",
+    "MAPPING_SERIES",
+    "axis4_unit",
     "series_key",
     "default_voxel_size",
     "default_frame_time",
@@ -65,8 +67,8 @@ DEFAULT_VOXEL_SIZES: dict[str, tuple[float, float, float]] = {
 
 # Nominal time between frames in ms (pixdim[4]). Cine-like series: about 50 ms, the usual temporal
 # resolution of segmented bSSFP cine; the true value is RR interval / nt and varies per subject.
-# T1map/T2map frames are different inversion/echo preparations, not time points, so their "frame time"
-# is a placeholder 1.0 (it only tells viewers the 4th axis is not a real time axis worth playing).
+# T1map/T2map frames are different inversion/echo preparations, not time points: their 4th axis is the contrast
+# index, written with a unit-less step of 1 (time unit "unknown", see MAPPING_SERIES).
 DEFAULT_FRAME_TIMES_MS: dict[str, float] = {
     "cine_sax": 50.0,
     "cine_lax": 50.0,
@@ -80,9 +82,13 @@ DEFAULT_FRAME_TIMES_MS: dict[str, float] = {
     "blackblood": 1.0,
 }
 
+#: Series whose 4th axis is a contrast index (inversion/echo preparation), not time.
+MAPPING_SERIES = frozenset({"T1map", "T2map"})
+
 _FALLBACK_VOXEL_SIZE = (1.5, 1.5, 8.0)
 _FALLBACK_FRAME_TIME_MS = 50.0
-_TIME_UNITS = ("msec", "sec")
+# "unknown": a 4th axis that is not time (the contrast index of mapping series), with a unit-less step.
+_TIME_UNITS = ("msec", "sec", "unknown")
 
 
 def series_key(series: str | os.PathLike) -> str | None:
@@ -113,6 +119,11 @@ def default_frame_time(series: str | os.PathLike) -> float:
     return DEFAULT_FRAME_TIMES_MS[key] if key else _FALLBACK_FRAME_TIME_MS
 
 
+def axis4_unit(series: str | os.PathLike) -> str:
+    """NIfTI unit of the 4th axis: ``"unknown"`` (unit-less contrast index) for mapping series, else ``"msec"``."""
+    return "unknown" if series_key(series) in MAPPING_SERIES else "msec"
+
+
 def _positive(value: float, what: str) -> float:
     value = float(value)
     if not math.isfinite(value) or value <= 0:
@@ -136,7 +147,7 @@ def save_nifti(
             axis is invented, e.g. BlackBlood); ``(x, y)`` is written as ``(x, y, 1)``. Stored as float32.
         voxel_size: ``(dx, dy, dz)`` in mm, e.g. :func:`default_voxel_size`.
         frame_time: spacing of the 4th axis in ``time_unit`` (``pixdim[4]``); ignored for 3-D volumes.
-        time_unit: ``"msec"`` or ``"sec"``.
+        time_unit: ``"msec"``, ``"sec"``, or ``"unknown"`` for a 4th axis that is not time (mapping contrasts).
         description: optional text for the header's ``descrip`` field (at most 80 characters).
 
     Raises:
@@ -171,7 +182,7 @@ def save_nifti(
     header.set_data_dtype(np.float32)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    header.set_xyzt_units("mm", time_unit)
+    header.set_xyzt_units("mm", None if time_unit == "unknown" else time_unit)
     if data.ndim == 4:
         pixdim = header["pixdim"].copy()
         pixdim[4] = frame_time

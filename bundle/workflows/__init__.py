@@ -17,6 +17,7 @@ from .checkpoint import (
 )
 from .dataset import ReconDataset, find_data_error
 from .distributed import barrier, finish_distributed, init_distributed, is_main_process, settle_memory_format
+from .eval_report import EvalReportWriter
 from .handlers import (
     BadDataReport,
     NonFiniteLossError,
@@ -70,6 +71,7 @@ __all__ = [
     "Precision",
     "cpu_has_native_bf16",
     "resolve_precision",
+    "EvalReportWriter",
     "prepare_dataset",
     "configure_cudnn",
     "worker_init",

@@ -27,8 +27,13 @@ class ReconstructionWriter:
 
     * ``submission/Task<k>/<Modality>/<Set>/Task<k>/Pxxx/<name>.mat``: ``img4ranking`` (single, MAT v5), the
       run4Ranking selection and crop of the magnitude volume;
-    * ``nifti/<relative path>.nii.gz``: the whole magnitude volume ``(x, y, slice, time)`` float32;
-    * ``preview/<relative path>.png``: a montage of the slices.
+    * ``nifti/<relative path>.nii.gz``: the whole magnitude volume float32, ``(x, y, slice, time)`` for cine-like
+      series, ``(x, y, slice, contrast)`` with a unit-less 4th step for mapping, ``(x, y, slice)`` for BlackBlood;
+      ``descrip`` names the model and the acceleration;
+    * ``nifti/<relative path>.json``: its sidecar (:mod:`bundle.io.sidecar`);
+    * ``preview/<relative path>.png``: a montage of the slices, drawn as viewers draw the NIfTI;
+    * ``dicom/<relative path>/IM_z###_t###.dcm`` with ``write_dicom`` (:mod:`bundle.io.dicom`);
+    * ``report.html`` at the end: every file of the run (and files found done earlier), preview and output paths.
 
     The prediction is divided by the item's normalisation ``scale`` so outputs are in the input's units.
 
@@ -40,6 +45,9 @@ class ReconstructionWriter:
         write_submission, write_nifti, write_preview: switch each output on or off.
         report: a :class:`~bundle.workflows.handlers.BadDataReport`; a file that cannot be written is recorded
             there and the other files are still written. Without one, the error is raised.
+        model_path, network: what the sidecars name as the model (``network.yaml`` beside ``model_path`` and
+            its SHA-256, else ``network.network_args``).
+        write_dicom, write_html: the DICOM series and the ``report.html`` index.
     """
 
     def __init__(
@@ -53,6 +61,10 @@ class ReconstructionWriter:
         write_preview: bool = True,
         progress: bool = True,
         report=None,
+        model_path: str | None = None,
+        network=None,
+        write_dicom: bool = False,
+        write_html: bool = True,
     ):
         from bundle.io.paths import check_output_dir
 
@@ -68,6 +80,11 @@ class ReconstructionWriter:
         self.report = report
         self._volumes: dict[str, dict] = {}
         self.written: list[Path] = []
+        from bundle.io.dicom import as_flag
+        from bundle.workflows.exports import ExtraOutputs
+
+        self.extras = ExtraOutputs(self.dataset_dir, self.output_dir, model_path, network, as_flag(write_dicom))
+        self.write_html = as_flag(write_html)
 
     def output_paths(self, file: str) -> list[Path]:
         """Every output this writer produces for the input ``file`` (with its current switches)."""
@@ -80,15 +97,24 @@ class ReconstructionWriter:
             paths.append(derive_output_path(file, self.dataset_dir, self.output_dir / "nifti", new_suffix=".nii.gz"))
         if self.write_preview:
             paths.append(derive_output_path(file, self.dataset_dir, self.output_dir / "preview", new_suffix=".png"))
-        return paths
+        return paths + self.extras.output_paths(file, self.write_nifti)
 
     def is_done(self, file: str) -> bool:
-        """Whether every output of ``file`` exists. Each is written atomically, so one that exists is complete."""
-        return all(path.is_file() for path in self.output_paths(file))
+        """Whether every output of ``file`` exists. Each is written atomically, so one that exists is complete.
+
+        A file found done is listed in this run's ``report.html`` as written by an earlier run.
+        """
+        paths = self.output_paths(file)
+        done = all(path.is_file() for path in paths)
+        if done:
+            self.extras.note(file, paths, earlier=True)
+        return done
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
         engine.add_event_handler(Events.COMPLETED, self._check_complete)
+        if self.write_html:
+            engine.add_event_handler(Events.COMPLETED, lambda _: self.extras.write_report())
 
     def __call__(self, engine: Engine) -> None:
         output = engine.state.output
@@ -109,6 +135,11 @@ class ReconstructionWriter:
                     "volume": np.zeros(images.shape[1:] + (nz, nt), dtype=np.float32),
                     "filled": np.zeros((nz, nt), dtype=bool),
                     "series": str(series[i]),
+                    "meta": {
+                        key: _as_list(label[key])[i]
+                        for key in ("modality", "patient", "pattern", "acceleration")
+                        if key in label
+                    },
                     "bar": tqdm(total=nz * nt, desc=Path(file).name, unit="slice", disable=not self.progress),
                 }
                 self._volumes[file] = entry
@@ -130,7 +161,7 @@ class ReconstructionWriter:
                     self.report.record(message)
 
     def _write(self, file: str, entry: Mapping) -> None:
-        from bundle.io.nifti import default_frame_time, default_voxel_size, save_nifti
+        from bundle.io.nifti import axis4_unit, default_frame_time, default_voxel_size, save_nifti
         from bundle.io.paths import derive_output_path, submission_path
         from bundle.io.preview import save_preview_png
         from bundle.io.submission import save_submission
@@ -139,6 +170,13 @@ class ReconstructionWriter:
         volume = entry["volume"]
         series = entry["series"]
         is_4d = series_type(series) == "blackblood"
+        # BlackBlood has no frames: the NIfTI, preview and DICOM get the 3-D (x, y, slice) volume.
+        image = volume[:, :, :, 0] if is_4d else volume
+        voxel = self.voxel_size if self.voxel_size is not None else default_voxel_size(series)
+        frame_time = self.frame_time if self.frame_time is not None else default_frame_time(series)
+        info = self.extras.describe(
+            file, series, entry.get("meta", {}), image.shape, voxel, self.voxel_size, frame_time, self.frame_time
+        )
         if not np.isfinite(volume).all():
             raise ValueError(f"{file}: the reconstruction contains NaN or Inf; nothing was written for it")
         if self.write_submission:
@@ -148,14 +186,17 @@ class ReconstructionWriter:
             self.written.append(Path(path))
         if self.write_nifti:
             path = derive_output_path(file, self.dataset_dir, self.output_dir / "nifti", new_suffix=".nii.gz")
-            voxel = self.voxel_size if self.voxel_size is not None else default_voxel_size(series)
-            frame_time = self.frame_time if self.frame_time is not None else default_frame_time(series)
-            save_nifti(path, volume, voxel_size=voxel, frame_time=frame_time)
+            unit = axis4_unit(series)
+            step = 1.0 if unit == "unknown" else frame_time
+            save_nifti(path, image, voxel_size=voxel, frame_time=step, time_unit=unit, description=info["description"])
             self.written.append(Path(path))
+            self.written.append(self.extras.write_sidecar(path, info))
         if self.write_preview:
             path = derive_output_path(file, self.dataset_dir, self.output_dir / "preview", new_suffix=".png")
-            save_preview_png(path, volume)
+            save_preview_png(path, image)
             self.written.append(Path(path))
+        self.written.extend(self.extras.write_dicom(file, image, info))
+        self.extras.note(file, [p for p in self.output_paths(file) if p.is_file()])
         logger.info("wrote outputs of %s", file)
 
     def _check_complete(self, engine: Engine) -> None:

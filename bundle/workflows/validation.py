@@ -1,4 +1,4 @@
-"""Validation with the challenge metrics, the zero-filled baseline, tables and TensorBoard images."""
+"""Validation with the challenge metrics, the zero-filled baseline and metric tables (TensorBoard images: tb_images)."""
 
 from __future__ import annotations
 
@@ -89,8 +89,11 @@ class ChallengeMetric(Metric):
         files = _to_list(label["file"])
         modalities = _to_list(label.get("modality", [""] * len(files)))
         zs, ts = _to_list(label.get("z", [-1] * len(files))), _to_list(label.get("t", [-1] * len(files)))
+        patterns = _to_list(label.get("pattern", [""] * len(files)))
+        accelerations = _to_list(label.get("acceleration", [-1] * len(files)))
         for i, file in enumerate(files):
             row = {"file": file, "modality": modalities[i], "z": zs[i], "t": ts[i]}
+            row.update(pattern=str(patterns[i]), acceleration=int(accelerations[i]))
             for metric in METRICS:
                 row[metric] = float(recon[metric][i])
                 row[f"zf_{metric}"] = float(baseline[metric][i])
@@ -119,7 +122,9 @@ class ChallengeMetric(Metric):
             for modality, row in result["per_modality"].items()
         ]
         overall = {"files": len(files), "images": len(self.rows), **result["overall"]}
-        return {"per_file": result["per_file"], "per_modality": per_modality, "overall": overall}
+        tables = {"per_file": result["per_file"], "per_modality": per_modality, "overall": overall}
+        tables["per_modality_acceleration"] = _per_modality_acceleration(self.rows, columns)
+        return tables
 
     def compute(self) -> float:
         if not self.rows:
@@ -148,6 +153,34 @@ class ChallengeMetric(Metric):
             for column in ("ssim", "psnr", "nmse"):
                 engine.state.metrics[f"{self.prefix}{column}/{row['modality']}"] = row[column]
         engine.state.challenge_tables = tables
+        engine.state.challenge_rows = list(self.rows)
+
+
+def _per_modality_acceleration(rows: Sequence[Mapping], columns: Sequence[str]) -> list[dict]:
+    """Means per (modality, pattern, acceleration): images averaged per file first, then files (as per modality).
+
+    A file's slices may be scored under different masks (validation draws one per item), so a file enters every
+    group it has images in, with the mean of those images only.
+    """
+    import numpy as np
+
+    per_file: dict[tuple, list[Mapping]] = defaultdict(list)
+    for row in rows:
+        key = (str(row["modality"]), str(row.get("pattern", "")), int(row.get("acceleration", -1)), row["file"])
+        per_file[key].append(row)
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for (modality, pattern, acceleration, _), images in per_file.items():
+        groups[(modality, pattern, acceleration)].append({c: float(np.mean([r[c] for r in images])) for c in columns})
+    return [
+        {
+            "modality": modality,
+            "pattern": pattern,
+            "acceleration": acceleration,
+            "files": len(files),
+            **{c: float(np.mean([f[c] for f in files])) for c in columns},
+        }
+        for (modality, pattern, acceleration), files in sorted(groups.items())
+    ]
 
 
 def _write_csv(path, rows: Sequence[Mapping]) -> None:
@@ -194,49 +227,5 @@ class MetricsTableWriter:
         )
 
 
-class ReconImageWriter:
-    """TensorBoard images of the first validation batch: zero-filled, reconstruction, target and |error|.
-
-    Images are scaled by the target's maximum so the four panels share one grey scale.
-    """
-
-    def __init__(self, summary_writer=None, log_dir: str = "./runs", num_adj_frames: int = 5, tag: str = "val"):
-        self._writer = summary_writer
-        self.log_dir = log_dir
-        self.num_adj_frames = int(num_adj_frames)
-        self.tag = tag
-
-    @property
-    def writer(self):
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(log_dir=self.log_dir)
-        return self._writer
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-        engine.add_event_handler(Events.EPOCH_STARTED, self._arm)
-
-    def _arm(self, engine: Engine) -> None:
-        self._done = False
-
-    def __call__(self, engine: Engine) -> None:
-        if getattr(self, "_done", False):
-            return
-        self._done = True
-        output = engine.state.output
-        pred = output["pred"][0] if isinstance(output["pred"], (tuple, list)) else output["pred"]
-        target = output["label"]["target"]
-        zero_filled = zero_filled_image(output["image"], self.num_adj_frames)
-        scale = target[0].abs().max().clamp_min(1e-12)
-        panels = {
-            "zero_filled": zero_filled[0],
-            "recon": pred[0].detach().float(),
-            "target": target[0].float(),
-            "error": (pred[0].detach().float() - target[0].float()).abs(),
-        }
-        step = engine.state.epoch
-        for name, image in panels.items():
-            self.writer.add_image(f"{self.tag}/{name}", (image / scale).clamp(0, 1).cpu(), step, dataformats="CHW")
-        self.writer.flush()
+# The TensorBoard image handler lives in its own module; the name stays importable from here for old configs.
+from bundle.workflows.tb_images import ReconImageWriter  # noqa: E402
