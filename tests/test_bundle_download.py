@@ -37,7 +37,7 @@ def test_downloaded_bundle_runs_every_workflow_from_another_folder(tmp_path):
     data = tmp_path / "data"
     make_demo_dataset(data, seed=0, size="tiny")
     root = tmp_path / "bundles" / NAME
-    for part in ("configs", "bundle"):
+    for part in ("configs", "bundle", "docs"):  # what a Zoo bundle ships (docs holds the sidecar schema)
         shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
     work = tmp_path / "elsewhere"
     work.mkdir()
