@@ -596,16 +596,17 @@ def hotspot_fixes(fft: bool = True, channels_last: bool = True):
     import bundle.mri as mri
     from bundle.networks import promptunet
 
-    saved = mri._centred_fft2, promptunet.Conv2d.forward, promptunet.PromptUnet.forward
+    saved = mri._centred_fft2, promptunet.Conv2d.forward, promptunet.PromptUnet.forward_history
     if not fft:
         mri._centred_fft2 = _shift_fft2
     if not channels_last:
         promptunet.Conv2d.forward = torch.nn.Conv2d.forward
-        promptunet.PromptUnet.forward = promptunet.PromptUnet._forward
+        # forward() goes through forward_history(); _forward has its signature without the layout change.
+        promptunet.PromptUnet.forward_history = promptunet.PromptUnet._forward
     try:
         yield
     finally:
-        mri._centred_fft2, promptunet.Conv2d.forward, promptunet.PromptUnet.forward = saved
+        mri._centred_fft2, promptunet.Conv2d.forward, promptunet.PromptUnet.forward_history = saved
 
 
 AB_VARIANTS = {
