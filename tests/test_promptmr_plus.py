@@ -304,3 +304,15 @@ def test_plus_torchscript_parity_and_save_load(tmp_path):
             s_image, s_kspace = net(k, mask, 4)
             torch.testing.assert_close(s_image, image, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(s_kspace, kspace, rtol=1e-5, atol=1e-5)
+
+
+def test_plus_autocast_keeps_fp32_outputs():
+    model = tiny_plus(num_cascades=2).eval()
+    mask = make_mask("task1")
+    k = make_kspace(2, 2, mask.expand(2, F, H, W))
+    with torch.no_grad():
+        ref_image, _ = model(k, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            image, kspace = model(k, mask)
+    assert image.dtype == torch.float32 and kspace.dtype == torch.complex64
+    torch.testing.assert_close(image, ref_image, rtol=0.1, atol=0.05 * ref_image.max().item())
