@@ -5,6 +5,7 @@ Usage::
     python scripts/benchmark.py --size 64x128 --cascades 2                 # CPU smoke run, all sections
     python scripts/benchmark.py --device cuda --size 512x246 --amp bf16 --checkpointing --json out.json
     python scripts/benchmark.py --size 512x246 --subprocess --sections train --checkpointing --repeats 1 --warmup 0
+    python scripts/benchmark.py --network plus ...                           # the same, for PromptMR+
 
 Sizes are ``HxW`` in model orientation: H = readout ``nx``, W = phase encode ``ny`` (the undersampled axis), so
 the CMRxRecon2024 cine SAX matrix is ``512x246`` (stored on disk as ``(nt, nz, nc, ny=246, nx=512)``).
@@ -98,6 +99,8 @@ TINY_NET = dict(
     n_skip_cab=(1, 1, 1),
     n_bottleneck_cab=1,
 )
+# --network plus: the PromptMR+ 2024 options (92,859,005 parameters at the default widths).
+PLUS_2024 = dict(model_version="plus", adaptive_input=True, n_buffer=4, n_history=11, use_sens_adj=True)
 
 
 # --------------------------------------------------------------------------------------------------- arguments
@@ -135,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--amp", choices=("bf16", "fp16", "off"), default="off")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
+    p.add_argument("--network", choices=("v1", "plus"), default="v1", help="PromptMR v1 or PromptMR+ 2024 options")
     p.add_argument("--checkpointing", action="store_true", help="per-cascade and per-SensNet-chunk checkpointing")
     p.add_argument("--sens-chunk", type=int, default=None, help="SensNet coil images per chunk (default: all)")
     p.add_argument("--repeats", type=int, default=3)
@@ -367,6 +371,8 @@ def network_kwargs(args: argparse.Namespace, use_checkpoint: bool | None = None)
     )
     if args.tiny:
         kw.update(TINY_NET)
+    if args.network == "plus":
+        kw.update(PLUS_2024)
     return kw
 
 
@@ -471,6 +477,7 @@ def section_train(bench: Bench) -> dict:
         "slices_per_s": args.batch / step,
         "phases_s": {k: median(v) for k, v in phases.items()},
         "checkpointing": args.checkpointing,
+        "network": args.network,
         **mem.result(),
     }
 
@@ -512,6 +519,7 @@ def section_infer(bench: Bench) -> dict:
     per_batch = median(times)
     per_slice = per_batch / args.batch
     out = {
+        "network": args.network,
         "batch_s": per_batch,
         "times_s": times,
         "per_slice_s": per_slice,
@@ -595,16 +603,17 @@ def hotspot_fixes(fft: bool = True, channels_last: bool = True):
     import bundle.mri as mri
     from bundle.networks import promptunet
 
-    saved = mri._centred_fft2, promptunet.Conv2d.forward, promptunet.PromptUnet.forward
+    saved = mri._centred_fft2, promptunet.Conv2d.forward, promptunet.PromptUnet.forward_history
     if not fft:
         mri._centred_fft2 = _shift_fft2
     if not channels_last:
         promptunet.Conv2d.forward = torch.nn.Conv2d.forward
-        promptunet.PromptUnet.forward = promptunet.PromptUnet._forward
+        # forward() goes through forward_history(); _forward has its signature without the layout change.
+        promptunet.PromptUnet.forward_history = promptunet.PromptUnet._forward
     try:
         yield
     finally:
-        mri._centred_fft2, promptunet.Conv2d.forward, promptunet.PromptUnet.forward = saved
+        mri._centred_fft2, promptunet.Conv2d.forward, promptunet.PromptUnet.forward_history = saved
 
 
 AB_VARIANTS = {
@@ -880,6 +889,7 @@ def child_argv(
     """Command line re-running one (section, size) of ``args`` in a fresh interpreter."""
     argv = [sys.executable, str(Path(__file__).resolve()), "--sections", section, "--size", f"{size[0]}x{size[1]}"]
     argv += ["--device", args.device, "--coils", str(args.coils), "--frames", str(args.frames)]
+    argv += ["--network", args.network]
     argv += ["--cascades", str(args.cascades), "--batch", str(args.batch), "--amp", args.amp]
     argv += ["--repeats", str(args.repeats), "--warmup", str(args.warmup), "--case-slices", str(args.case_slices)]
     argv += ["--case-direct-max-s", str(args.case_direct_max_s), "--data-batches", str(args.data_batches)]

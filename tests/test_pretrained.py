@@ -274,3 +274,49 @@ def test_cli_run_ends_with_the_bundle_message(tmp_path):
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert str(missing) in last and "does not exist" in last, result.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------------------------------- PromptMR+
+
+PLUS_ARGS = {**ODD_ARGS, "model_version": "plus", "adaptive_input": True, "n_history": 2, "use_sens_adj": True}
+
+
+def test_promptmr_plus_architecture_is_read_from_shapes():
+    with torch.device("meta"):
+        paper = PromptMR(model_version="plus", adaptive_input=True, n_history=11, use_sens_adj=True)
+        tiny = PromptMR(**PLUS_ARGS)
+        history_only = PromptMR(**{**ODD_ARGS, "model_version": "plus", "n_history": 3})
+    for net in (paper, tiny, history_only):
+        args = infer_network_args(net.state_dict())
+        assert args == {k: net.network_args[k] for k in args}
+    assert infer_network_args(paper.state_dict())["n_history"] == 11
+
+
+def test_promptmr_plus_weights_import_and_overlay_round_trip(tmp_path):
+    from monai.bundle import ConfigParser
+
+    torch.manual_seed(2)
+    source = PromptMR(**PLUS_ARGS)
+    path = tmp_path / "model.pt"
+    torch.save(source.state_dict(), path)
+    state, args = load_pretrained(path)
+    assert args == source.network_args
+    overlay = save_network_overlay(tmp_path / "network.yaml", args)
+    parser = ConfigParser()
+    parser.read_config([str(REPO / "configs" / "inference.yaml"), str(overlay)])
+    network = parser.get_parsed_content("network_def")
+    assert network.network_args == source.network_args
+    check_checkpoint(network, path)
+    network.load_state_dict(state)
+
+
+def test_promptmr_plus_checkpoint_in_a_v1_config_names_the_options(tmp_path):
+    torch.manual_seed(3)
+    path = tmp_path / "model.pt"
+    torch.save(PromptMR(**PLUS_ARGS).state_dict(), path)
+    with pytest.raises(CheckpointMismatchError) as info:
+        check_checkpoint(PromptMR(**ODD_ARGS), path)
+    message = str(info.value)
+    for text in ("model_version: plus in the checkpoint, v1 in the config", "n_history: 2 in the checkpoint, 0"):
+        assert text in message, message
+    assert "use_sens_adj: True in the checkpoint, False in the config" in message

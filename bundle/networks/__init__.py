@@ -1,5 +1,5 @@
-"""PromptMR (v1) as used by HyperCMR: the prompt U-Net, the sensitivity network, the unrolled cascades, and the
-import of published or trained weights."""
+"""PromptMR (v1) as used by HyperCMR, with the PromptMR+ options: the prompt U-Net, the sensitivity network, the
+unrolled cascades, and the import of published or trained weights."""
 
 from .pretrained import (
     ARCHITECTURE_ARGS,
@@ -14,7 +14,7 @@ from .pretrained import (
     read_network_overlay,
     save_network_overlay,
 )
-from .promptmr import PromptMR, PromptMRCascade, frame_mask, sens_expand, sens_reduce
+from .promptmr import PromptMR, PromptMRCascade, PromptMRPlusCascade, frame_mask, sens_expand, sens_reduce
 from .promptunet import CAB, CALayer, DownBlock, NormPromptUnet, PromptBlock, PromptUnet, SkipBlock, UpBlock
 from .sensnet import SensNet, cartesian_acs_columns, infer_num_low_frequencies, is_cartesian_mask
 
@@ -37,6 +37,7 @@ __all__ = [
     "PromptBlock",
     "PromptMR",
     "PromptMRCascade",
+    "PromptMRPlusCascade",
     "PromptUnet",
     "SensNet",
     "SkipBlock",

@@ -1,4 +1,4 @@
-"""Published and trained PromptMR v1 weights: safe loading, format detection, architecture, strict checks.
+"""Published and trained PromptMR (v1 or PromptMR+) weights: safe loading, format detection, architecture, checks.
 
 Formats recognised by :func:`load_pretrained` (the network keys are those of :class:`PromptMR`):
 
@@ -69,6 +69,13 @@ ARCHITECTURE_ARGS = (
     "n_skip_cab",
     "n_bottleneck_cab",
     "no_use_ca",
+    # PromptMR+ options. model_version changes no tensor by itself, but the network it names computes something
+    # else, so it is part of the architecture wherever arguments are compared (resume, mismatch messages).
+    "model_version",
+    "adaptive_input",
+    "n_buffer",
+    "n_history",
+    "use_sens_adj",
 )
 #: The overlay written beside every saved ``model.pt``.
 NETWORK_OVERLAY_NAME = "network.yaml"
@@ -227,12 +234,28 @@ def _unet_args(state: Mapping, prefix: str) -> dict:
 _SHARED = ("len_prompt", "prompt_size", "n_enc_cab", "n_dec_cab", "n_skip_cab", "n_bottleneck_cab", "no_use_ca")
 
 
+def _history_length(state: Mapping, prefix: str) -> int:
+    """PromptMR+ decoder-history length of the U-Net under ``prefix`` (0 when it has no momentum blocks)."""
+    key = prefix + "dec_level3.momentum.conv.weight"
+    if key not in state:
+        return 0
+    out_chans, in_chans = _shape(state, key)[:2]
+    return in_chans // out_chans - 1
+
+
 def infer_network_args(state_dict: Mapping) -> dict:
-    """The :data:`ARCHITECTURE_ARGS` of the PromptMR v1 network that has exactly these tensors.
+    """The :data:`ARCHITECTURE_ARGS` of the PromptMR (v1 or PromptMR+) network that has exactly these tensors.
 
     Cascades are counted from ``cascades.<i>.dc_weight``; widths come from the first convolution, the stride-2
     convolutions and the prompt tensors; CAB counts from the block indices of the first cascade's and the
     sensitivity U-Net's keys.
+
+    PromptMR+ options: ``use_sens_adj`` from the sensitivity U-Net's input width (2F instead of 2), ``n_history``
+    from the momentum convolutions, ``adaptive_input`` from a cascade input of 5F complex channels, which can be
+    told apart from 5F frames only when the sensitivity U-Net shows F (``use_sens_adj``). ``model_version`` is
+    ``"plus"`` when any cascade-side option is present; a PromptMR+ network with neither adaptive input nor
+    history has v1's tensors and reads as ``"v1"``. The ``network.yaml`` written beside every saved model
+    records all arguments, so none of this guessing is needed for the bundle's own files.
 
     Raises:
         ValueError: a key needed to read the architecture is missing, or the sensitivity and cascade U-Nets
@@ -247,11 +270,16 @@ def infer_network_args(state_dict: Mapping) -> dict:
         sens = _unet_args(state_dict, "sens_net.norm_unet.unet.")
     except KeyError as err:
         raise ValueError(f"missing key {err.args[0]!r}, needed to read the architecture") from None
-    if sens["in_chans"] != 2:
+    use_sens_adj = sens["in_chans"] != 2
+    frames = sens["in_chans"] // 2 if use_sens_adj else cascade["in_chans"] // 2
+    groups = cascade["in_chans"] // (2 * frames)
+    if groups not in (1, 5) or groups * 2 * frames != cascade["in_chans"]:
         raise ValueError(
-            f"the sensitivity U-Net takes {sens['in_chans']} channels, not 2 (one complex coil image): this is not "
-            "a PromptMR v1 / HyperCMR network"
+            f"the cascade U-Net takes {cascade['in_chans']} channels and the sensitivity U-Net {sens['in_chans']}: "
+            "neither PromptMR v1 (2F and 2) nor PromptMR+ (2F or 10F, and 2F with adjacent-frame sensitivities)"
         )
+    n_history = _history_length(state_dict, "cascades.0.model.unet.")
+    adaptive_input = groups == 5
     differ = [name for name in _SHARED if cascade[name] != sens[name]]
     if differ:
         raise ValueError(
@@ -259,7 +287,7 @@ def infer_network_args(state_dict: Mapping) -> dict:
         )
     args = {
         "num_cascades": num_cascades,
-        "num_adj_frames": cascade["in_chans"] // 2,
+        "num_adj_frames": frames,
         "n_feat0": cascade["n_feat0"],
         "feature_dim": cascade["feature_dim"],
         "prompt_dim": cascade["prompt_dim"],
@@ -268,6 +296,13 @@ def infer_network_args(state_dict: Mapping) -> dict:
         "sens_prompt_dim": sens["prompt_dim"],
     }
     args.update({name: cascade[name] for name in _SHARED})
+    args.update(
+        model_version="plus" if (adaptive_input or n_history) else "v1",
+        adaptive_input=adaptive_input,
+        n_buffer=4,
+        n_history=n_history,
+        use_sens_adj=use_sens_adj,
+    )
     return {name: args[name] for name in ARCHITECTURE_ARGS}
 
 

@@ -1,4 +1,6 @@
-"""PromptMR (v1), the unrolled k-space network used unchanged by HyperCMR (``docs/design.md``, "Layouts").
+"""PromptMR (v1), the unrolled k-space network used unchanged by HyperCMR (``docs/design.md``, "Layouts"), and,
+as options of the same class, the PromptMR+ extras (image-domain cascades, adaptive input, decoder history,
+adjacent-frame sensitivities; ``docs/promptmr_plus.md``).
 
 Tensor contract: k-space is complex64 ``(B, F*C, H, W)`` with frame-major channels (``channel = f*C + c``), H the
 readout and W the undersampled phase-encode axis; the centre frame is ``F // 2``. Masks are bool and broadcast
@@ -24,7 +26,9 @@ from ..mri import fft2c, ifft2c, rss
 from .promptunet import NormPromptUnet
 from .sensnet import SensNet
 
-__all__ = ["PromptMR", "PromptMRCascade", "sens_expand", "sens_reduce", "frame_mask"]
+__all__ = ["PromptMR", "PromptMRCascade", "PromptMRPlusCascade", "sens_expand", "sens_reduce", "frame_mask"]
+
+MODEL_VERSIONS = ("v1", "plus")
 
 
 def sens_expand(x: Tensor, sens: Tensor) -> Tensor:
@@ -70,6 +74,44 @@ class PromptMRCascade(nn.Module):
         return (k - soft_dc - refined).view(b, f * c, h, w)
 
 
+class PromptMRPlusCascade(nn.Module):
+    """One PromptMR+ image-domain step ``x <- x - lambda * (A^H A x - x0) - D(x, buffer)``.
+
+    ``A^H A x = R_S(where(M, E_S(x), 0))`` is the normal operator of the masked multi-coil forward model, so
+    ``A^H A x - x0`` is the gradient of the data term (``x0 = R_S(y)``).
+
+    ``x``, ``x0``, ``latent`` ``(B, F, H, W)`` complex64; ``mask`` bool ``(B, Fm, 1, Hm, W)``; ``sens``
+    ``(B, F, C, H, W)`` complex64; ``history`` ``[]`` or the three decoder-history tensors of the previous cascade
+    (:meth:`PromptUnet.forward_history`). Returns ``(x, latent, history)`` for the next cascade.
+
+    With ``adaptive_input`` the denoiser sees ``cat[x, A^H A x, latent, x0, A^H A x - x0]`` (5F complex channels)
+    and returns 5F: the first F are the update and the third group of F is the next ``latent``. Without it the
+    denoiser maps ``x`` (F channels) to the update and ``latent`` is passed through unchanged.
+    """
+
+    # A TorchScript constant, so scripting compiles only the branch this cascade uses.
+    __constants__ = ["adaptive_input"]
+
+    def __init__(self, model: NormPromptUnet, adaptive_input: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.adaptive_input = adaptive_input
+        self.dc_weight = nn.Parameter(torch.ones(1))
+
+    def forward(
+        self, x: Tensor, x0: Tensor, latent: Tensor, mask: Tensor, sens: Tensor, history: list[Tensor]
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        f = x.shape[1]
+        normal = sens_reduce(sens_expand(x, sens).masked_fill(~mask, 0.0), sens)
+        grad = normal - x0
+        if self.adaptive_input:
+            out, history = self.model.forward_history(torch.cat([x, normal, latent, x0, grad], dim=1), history)
+            latent = out[:, 2 * f : 3 * f]
+        else:
+            out, history = self.model.forward_history(x, history)
+        return x - self.dc_weight * grad - out[:, :f], latent, history
+
+
 class PromptMR(nn.Module):
     """PromptMR v1: SensNet + ``num_cascades`` k-space cascades, each with its own NormPromptUnet(2F -> 2F).
 
@@ -86,7 +128,22 @@ class PromptMR(nn.Module):
         num_low_frequencies: Cartesian ACS width; ``None`` infers it per sample from the mask (pass 16 for
             CMRxRecon2024, since inference can overshoot on random masks).
         sens_mask_type, reference_radial_bug, radial_acs_size: radial-mask handling of :class:`SensNet`.
+        model_version: ``"v1"`` (k-space cascades, above) or ``"plus"`` (PromptMR+ image-domain cascades,
+            :class:`PromptMRPlusCascade`).
+        adaptive_input, n_buffer: PromptMR+ adaptive input: the denoiser also sees a 4-image buffer (``n_buffer``
+            must be 4) and carries a latent image between cascades. Needs ``model_version="plus"``.
+        n_history: PromptMR+ decoder history: each decoder level mixes in its inputs of the last ``n_history``
+            cascades (0: off). Needs ``model_version="plus"``.
+        use_sens_adj: PromptMR+ adjacent-frame sensitivity estimation (one SensNet item per coil, all frames).
+
+    With every PromptMR+ option off (the defaults) the network, its state-dict keys and its outputs are PromptMR
+    v1's. The PromptMR+ 2024 settings (``model_version="plus"``, ``adaptive_input=True``, ``n_buffer=4``,
+    ``n_history=11``, ``use_sens_adj=True``, 12 cascades) have 92,859,005 parameters, 82,491,005 trainable.
     """
+
+    # A TorchScript constant (a bool: string comparisons are not folded), so scripting compiles only the
+    # cascade loop of this version.
+    __constants__ = ["image_domain"]
 
     def __init__(
         self,
@@ -112,10 +169,25 @@ class PromptMR(nn.Module):
         sens_mask_type: str = "auto",
         reference_radial_bug: bool = False,
         radial_acs_size: int = 16,
+        model_version: str = "v1",
+        adaptive_input: bool = False,
+        n_buffer: int = 4,
+        n_history: int = 0,
+        use_sens_adj: bool = False,
     ) -> None:
         super().__init__()
         if num_adj_frames < 1:
             raise ValueError(f"num_adj_frames must be positive, got {num_adj_frames}")
+        if model_version not in MODEL_VERSIONS:
+            raise ValueError(f"model_version must be one of {MODEL_VERSIONS}, got {model_version!r}")
+        if (adaptive_input or n_history) and model_version != "plus":
+            raise ValueError("adaptive_input and n_history are PromptMR+ options: they need model_version='plus'")
+        if adaptive_input and n_buffer != 4:
+            raise ValueError(
+                f"n_buffer must be 4 with adaptive_input (A^H A x, latent, x0, A^H A x - x0), got {n_buffer}"
+            )
+        if n_history < 0:
+            raise ValueError(f"n_history must be >= 0, got {n_history}")
         # Every constructor argument, as plain JSON/YAML values: written as network.yaml beside saved weights.
         self.network_args = {
             "num_cascades": int(num_cascades),
@@ -140,6 +212,11 @@ class PromptMR(nn.Module):
             "sens_mask_type": str(sens_mask_type),
             "reference_radial_bug": bool(reference_radial_bug),
             "radial_acs_size": int(radial_acs_size),
+            "model_version": str(model_version),
+            "adaptive_input": bool(adaptive_input),
+            "n_buffer": int(n_buffer),
+            "n_history": int(n_history),
+            "use_sens_adj": bool(use_sens_adj),
         }
         self.num_adj_frames = num_adj_frames
         self.use_checkpoint = use_checkpoint
@@ -167,23 +244,46 @@ class PromptMR(nn.Module):
             radial_acs_size=radial_acs_size,
             chunk_size=sens_chunk_size,
             use_checkpoint=use_checkpoint,
+            use_sens_adj=use_sens_adj,
             **shared,
         )
-        self.cascades = nn.ModuleList(
-            [
-                PromptMRCascade(
-                    NormPromptUnet(
-                        2 * num_adj_frames,
-                        2 * num_adj_frames,
-                        n_feat0=n_feat0,
-                        feature_dim=feature_dim,
-                        prompt_dim=prompt_dim,
-                        **shared,
+        self.image_domain = model_version == "plus"
+        if not self.image_domain:
+            self.cascades = nn.ModuleList(
+                [
+                    PromptMRCascade(
+                        NormPromptUnet(
+                            2 * num_adj_frames,
+                            2 * num_adj_frames,
+                            n_feat0=n_feat0,
+                            feature_dim=feature_dim,
+                            prompt_dim=prompt_dim,
+                            **shared,
+                        )
                     )
-                )
-                for _ in range(num_cascades)
-            ]
-        )
+                    for _ in range(num_cascades)
+                ]
+            )
+        else:
+            # The denoiser sees x plus the 4-image buffer: 5F complex = 10F real channels in and out.
+            chans = 2 * num_adj_frames * (1 + n_buffer if adaptive_input else 1)
+            self.cascades = nn.ModuleList(
+                [
+                    PromptMRPlusCascade(
+                        NormPromptUnet(
+                            chans,
+                            chans,
+                            n_feat0=n_feat0,
+                            feature_dim=feature_dim,
+                            prompt_dim=prompt_dim,
+                            n_history=n_history,
+                            **shared,
+                        ),
+                        adaptive_input,
+                    )
+                    for _ in range(num_cascades)
+                ]
+            )
 
     __jit_ignored_attributes__ = ["network_args"]
 
@@ -227,6 +327,8 @@ class PromptMR(nn.Module):
 
         sens = self.sens_net(ref_kspace, mask, n_low, is_radial).view(b, f, c, h, w)
         mask5 = mask.unsqueeze(2)
+        if self.image_domain:
+            return self._forward_plus(ref_kspace.view(b, f, c, h, w), mask5, sens)
         kspace = ref_kspace
         for cascade in self.cascades:
             if torch.jit.is_scripting() or not (self.training and self.use_checkpoint):
@@ -237,3 +339,19 @@ class PromptMR(nn.Module):
         centre = kspace.view(b, f, c, h, w)[:, f // 2].contiguous()
         image = rss(ifft2c(centre), dim=1).unsqueeze(1)
         return image, centre
+
+    def _forward_plus(self, ref_kspace: Tensor, mask: Tensor, sens: Tensor) -> tuple[Tensor, Tensor]:
+        """PromptMR+ cascades in the image domain: ``ref_kspace``, ``sens`` ``(B, F, C, H, W)``, ``mask``
+        ``(B, Fm, 1, Hm, W)`` -> ``(image (B, 1, H, W), centre k-space (B, C, H, W))``."""
+        f = self.num_adj_frames
+        x0 = sens_reduce(ref_kspace, sens)
+        x, latent = x0, x0
+        history: list[Tensor] = []
+        for cascade in self.cascades:
+            if torch.jit.is_scripting() or not (self.training and self.use_checkpoint):
+                x, latent, history = cascade(x, x0, latent, mask, sens, history)
+            else:
+                x, latent, history = checkpoint(cascade, x, x0, latent, mask, sens, history, use_reentrant=False)
+        # Maps have unit RSS per frame, so |x_c| = RSS_c |x_c S_c|; the coil images also give the k-space output.
+        coil_images = x[:, f // 2].unsqueeze(1) * sens[:, f // 2]
+        return rss(coil_images, dim=1).unsqueeze(1), fft2c(coil_images)

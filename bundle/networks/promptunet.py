@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "Conv2d",
+    "Momentum",
     "CALayer",
     "CAB",
     "DownBlock",
@@ -197,10 +198,45 @@ class PromptBlock(nn.Module):
         return self.dec_conv3x3(prompt)
 
 
+class Momentum(nn.Module):
+    """PromptMR+ decoder "momentum": mix a decoder input with the same level's inputs of earlier cascades.
+
+    ``x (B, C, H, W)`` and ``history (B, n_history*C, H, W)`` (newest first; ``None`` in the first cascade, where
+    ``x`` stands in for every earlier feature) -> ``CAB(conv1x1(cat[x, history]))`` ``(B, C, H, W)``.
+    The 1x1 conv maps ``(n_history + 1) * C`` channels to C without bias; the CAB uses the shared activation.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        n_history: int,
+        kernel_size: int = 3,
+        reduction: int = 4,
+        bias: bool = False,
+        act: Optional[nn.Module] = None,
+        no_use_ca: bool = False,
+    ) -> None:
+        super().__init__()
+        if n_history < 1:
+            raise ValueError(f"n_history must be positive, got {n_history}")
+        self.n_history = n_history
+        self.conv = conv(channels * (n_history + 1), channels, 1, bias)
+        self.cab = CAB(channels, kernel_size, reduction, bias, act if act is not None else nn.PReLU(), no_use_ca)
+
+    def forward(self, x: Tensor, history: Optional[Tensor] = None) -> Tensor:
+        if history is None:
+            stacked = x.repeat(1, self.n_history + 1, 1, 1)
+        else:
+            stacked = torch.cat([x, history], dim=1)
+        return self.cab(self.conv(stacked))
+
+
 class UpBlock(nn.Module):
     """Decoder level: fuse the prompt, reduce, upsample x2, add the skip feature, one final CAB.
 
     ``x (B, Cin, H, W)``, ``prompt (B, Cp, H, W)``, ``skip (B, Cout, 2H, 2W)`` -> ``(B, Cout, 2H, 2W)``.
+    With ``n_history > 0`` (PromptMR+), ``x`` first passes through :class:`Momentum` with the level's
+    ``history (B, n_history*Cin, H, W)``.
     """
 
     def __init__(
@@ -214,6 +250,7 @@ class UpBlock(nn.Module):
         bias: bool = False,
         act: Optional[nn.Module] = None,
         no_use_ca: bool = False,
+        n_history: int = 0,
     ) -> None:
         super().__init__()
         act = act if act is not None else nn.PReLU()
@@ -224,8 +261,14 @@ class UpBlock(nn.Module):
             conv(in_chans, out_chans, 1, bias),
         )
         self.ca = CAB(out_chans, kernel_size, reduction, bias, act, no_use_ca)
+        # PromptMR+ decoder history; None (no module, no state-dict keys) for PromptMR v1.
+        self.momentum = (
+            Momentum(in_chans, n_history, kernel_size, reduction, bias, act, no_use_ca) if n_history else None
+        )
 
-    def forward(self, x: Tensor, prompt: Tensor, skip: Tensor) -> Tensor:
+    def forward(self, x: Tensor, prompt: Tensor, skip: Tensor, history: Optional[Tensor] = None) -> Tensor:
+        if self.momentum is not None:
+            x = self.momentum(x, history)
         x = self.reduce(self.fuse(torch.cat([x, prompt], dim=1)))
         return self.ca(self.up(x) + skip)
 
@@ -241,6 +284,8 @@ class PromptUnet(nn.Module):
             (the reference's PReLU quirk). ``None`` creates a fresh ``nn.PReLU()``; pass one module to several
             U-Nets to share it across a whole model.
         learnable_prompt: train the prompts; by default they are frozen but still registered and saved.
+        n_history: PromptMR+ decoder history length (0: PromptMR v1); see :class:`Momentum` and
+            :meth:`forward_history`.
     """
 
     def __init__(
@@ -262,8 +307,12 @@ class PromptUnet(nn.Module):
         bias: bool = False,
         no_use_ca: bool = False,
         learnable_prompt: bool = False,
+        n_history: int = 0,
     ) -> None:
         super().__init__()
+        if n_history < 0:
+            raise ValueError(f"n_history must be >= 0, got {n_history}")
+        self.n_history = n_history
         for name, seq in (
             ("feature_dim", feature_dim),
             ("prompt_dim", prompt_dim),
@@ -291,30 +340,56 @@ class PromptUnet(nn.Module):
         self.bottleneck = _cabs(n_bottleneck_cab, d3, kernel_size, reduction, bias, act, no_use_ca)
 
         self.prompt_level3 = PromptBlock(prompt_dim[2], len_prompt[2], prompt_size[2], d3, learnable_prompt)
-        self.dec_level3 = UpBlock(d3, d2, prompt_dim[2], n_dec_cab[2], **blk)
+        self.dec_level3 = UpBlock(d3, d2, prompt_dim[2], n_dec_cab[2], n_history=n_history, **blk)
         self.prompt_level2 = PromptBlock(prompt_dim[1], len_prompt[1], prompt_size[1], d2, learnable_prompt)
-        self.dec_level2 = UpBlock(d2, d1, prompt_dim[1], n_dec_cab[1], **blk)
+        self.dec_level2 = UpBlock(d2, d1, prompt_dim[1], n_dec_cab[1], n_history=n_history, **blk)
         self.prompt_level1 = PromptBlock(prompt_dim[0], len_prompt[0], prompt_size[0], d1, learnable_prompt)
-        self.dec_level1 = UpBlock(d1, d0, prompt_dim[0], n_dec_cab[0], **blk)
+        self.dec_level1 = UpBlock(d1, d0, prompt_dim[0], n_dec_cab[0], n_history=n_history, **blk)
 
         self.conv_last = conv(d0, out_chans, 5, bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, in_chans, H, W)`` -> contiguous ``(B, out_chans, H, W)``; channels-last inside on CPU."""
-        if x.device.type == "cpu":
-            return self._forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
-        return self._forward(x)
+        return self.forward_history(x, [])[0]
 
-    def _forward(self, x: Tensor) -> Tensor:
+    def forward_history(self, x: Tensor, history: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """PromptMR+ form: also takes and returns the decoder history.
+
+        ``history`` is ``[]`` (first cascade, or ``n_history == 0``) or the three tensors this method returned
+        for the previous cascade: levels 3, 2, 1, each ``(B, n_history*C_k, H_k, W_k)`` with the newest feature
+        first. Returns ``(output, new_history)``; ``new_history`` is ``[]`` when ``n_history == 0``.
+        """
+        if x.device.type == "cpu":
+            out, new_history = self._forward(x.contiguous(memory_format=torch.channels_last), history)
+            return out.contiguous(), new_history
+        return self._forward(x, history)
+
+    def _push(self, x: Tensor, history: list[Tensor], level: int) -> list[Tensor]:
+        """Decoder input ``x`` pushed to the front of the level's history, the oldest feature dropped."""
+        if self.n_history == 0:
+            return []
+        if len(history) == 0:
+            return [x.repeat(1, self.n_history, 1, 1)]
+        return [torch.cat([x, history[level][:, : x.shape[1] * (self.n_history - 1)]], dim=1)]
+
+    def _forward(self, x: Tensor, history: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        if len(history) not in (0, 3):
+            raise ValueError("history must be empty or hold one tensor per decoder level (3)")
         x = self.feat_extract(x)
         x, enc1 = self.enc_level1(x)
         x, enc2 = self.enc_level2(x)
         x, enc3 = self.enc_level3(x)
         x = self.bottleneck(x)
-        x = self.dec_level3(x, self.prompt_level3(x), self.skip_attn3(enc3))
-        x = self.dec_level2(x, self.prompt_level2(x), self.skip_attn2(enc2))
-        x = self.dec_level1(x, self.prompt_level1(x), self.skip_attn1(enc1))
-        return self.conv_last(x)
+        h3: Optional[Tensor] = history[0] if len(history) == 3 else None
+        h2: Optional[Tensor] = history[1] if len(history) == 3 else None
+        h1: Optional[Tensor] = history[2] if len(history) == 3 else None
+        new_history = self._push(x, history, 0)
+        x = self.dec_level3(x, self.prompt_level3(x), self.skip_attn3(enc3), h3)
+        new_history += self._push(x, history, 1)
+        x = self.dec_level2(x, self.prompt_level2(x), self.skip_attn2(enc2), h2)
+        new_history += self._push(x, history, 2)
+        x = self.dec_level1(x, self.prompt_level1(x), self.skip_attn1(enc1), h1)
+        return self.conv_last(x), new_history
 
 
 class NormPromptUnet(nn.Module):
@@ -339,6 +414,13 @@ class NormPromptUnet(nn.Module):
         self.unet = PromptUnet(in_chans, out_chans, **unet_kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.forward_history(x, [])[0]
+
+    def forward_history(self, x: Tensor, history: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """``forward`` that also passes the U-Net's decoder history (:meth:`PromptUnet.forward_history`).
+
+        The history lives in the U-Net's own (normalised, padded) feature space, so it is passed through as is.
+        """
         b, _, h, w = x.shape
         x = x.to(torch.complex64)
         x = torch.cat([x.real, x.imag], dim=1)
@@ -351,7 +433,12 @@ class NormPromptUnet(nn.Module):
         top, left = dh // 2, dw // 2
         x = F.pad(x, [left, dw - left, top, dh - top])
 
-        x = self.unet(x).float()[..., top : top + h, left : left + w]
+        new_history: list[Tensor] = []
+        if self.unet.n_history == 0:
+            x = self.unet(x)  # the module call, so hooks on the U-Net still fire
+        else:
+            x, new_history = self.unet.forward_history(x, history)
+        x = x.float()[..., top : top + h, left : left + w]
         x = x * std + mean
         c_out = x.shape[1] // 2
-        return torch.complex(x[:, :c_out], x[:, c_out:])
+        return torch.complex(x[:, :c_out], x[:, c_out:]), new_history

@@ -1,4 +1,4 @@
-"""Coil-sensitivity estimation for PromptMR, v1 / HyperCMR form.
+"""Coil-sensitivity estimation for PromptMR (v1 / HyperCMR form, and PromptMR+'s adjacent-frame form).
 
 ``docs/design.md``, "Inferred ACS width" and "Radial ACS", explains the two reference rules kept here.
 
@@ -74,9 +74,12 @@ class SensNet(nn.Module):
             undersampled k-space.
         radial_acs_size: side of the radial ACS block and width of the auto-detection band (16 in CMRxRecon).
         num_low_frequencies: default Cartesian ACS width; ``None`` infers it per sample from the mask.
-        chunk_size: run the B*F*C coil images through the U-Net at most this many at a time (``None``: all).
+        chunk_size: run the U-Net on at most this many items at a time (``None``: all): B*F*C coil images, or
+            B*C coils with ``use_sens_adj``. 1 is the reference's per-coil memory option.
         use_checkpoint: gradient-checkpoint each U-Net chunk while training.
         act: activation shared by the U-Net's CABs (see :class:`PromptUnet`).
+        use_sens_adj: PromptMR+ adjacent-frame estimation: per coil, the F frames go through one
+            NormPromptUnet(2F -> 2F) together (normalised over all F frames) instead of F separate 2 -> 2 items.
 
     The per-frame RSS normalisation has no eps (as the reference): a pixel where every coil map is exactly zero
     gives NaN. The U-Net output is ``x*std + mean`` with nonzero statistics, so this does not happen in practice,
@@ -104,6 +107,7 @@ class SensNet(nn.Module):
         num_low_frequencies: Optional[int] = None,
         chunk_size: Optional[int] = None,
         use_checkpoint: bool = False,
+        use_sens_adj: bool = False,
     ) -> None:
         super().__init__()
         if mask_type not in _MASK_TYPES:
@@ -117,9 +121,12 @@ class SensNet(nn.Module):
         self.num_low_frequencies = num_low_frequencies
         self.chunk_size = chunk_size
         self.use_checkpoint = use_checkpoint
+        self.use_sens_adj = use_sens_adj
+        # Adjacent-frame form: one item per coil holding all F frames, so 2F real channels in and out.
+        unet_chans = 2 * num_adj_frames if use_sens_adj else 2
         self.norm_unet = NormPromptUnet(
-            2,
-            2,
+            unet_chans,
+            unet_chans,
             n_feat0=n_feat0,
             feature_dim=feature_dim,
             prompt_dim=prompt_dim,
@@ -176,13 +183,18 @@ class SensNet(nn.Module):
         c = fc // f
         keep = self.acs_mask(mask.to(torch.bool), h, num_low_frequencies, is_radial)
         acs = masked_kspace.to(torch.complex64).reshape(b, f, c, h, w).masked_fill(~keep.unsqueeze(2), 0.0)
-        images = ifft2c(acs).view(b * f * c, 1, h, w)
-        sens = self._refine(images).view(b, f, c, h, w)
+        images = ifft2c(acs)
+        if self.use_sens_adj:
+            # (B, F, C, H, W) -> (B*C, F, H, W): each coil's F frames form one item, normalised together.
+            items = images.transpose(1, 2).reshape(b * c, f, h, w)
+            sens = self._refine(items).view(b, c, f, h, w).transpose(1, 2)
+        else:
+            sens = self._refine(images.view(b * f * c, 1, h, w)).view(b, f, c, h, w)
         sens = sens / rss(sens, dim=2).unsqueeze(2)
-        return sens.view(b, fc, h, w)
+        return sens.reshape(b, fc, h, w)
 
     def _refine(self, images: Tensor) -> Tensor:
-        """NormPromptUnet over ``(N, 1, H, W)`` complex items, in chunks; each item is normalised on its own."""
+        """NormPromptUnet over ``(N, 1|F, H, W)`` complex items, in chunks; each item is normalised on its own."""
         n = images.shape[0]
         step = n
         if self.chunk_size is not None:
