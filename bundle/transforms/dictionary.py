@@ -46,7 +46,6 @@ __all__ = [
     "MakeTargetd",
     "CoilCompressd",
     "NormalizeKspaced",
-    "DenormalizeReconstructiond",
     "StackFramesToChannelsd",
     "CheckFinited",
 ]
@@ -139,12 +138,13 @@ class StackNeighboursd(MapTransform):
 class RandKspaceMaskd(Randomizable, MapTransform):
     """Build a sampling mask ``d[mask_key]`` ``(F, nx, ny)`` for a fully-sampled stack, unless one is given.
 
-    An official mask already in the dict is kept. Otherwise a pattern is drawn from ``patterns`` (weights
-    ``pattern_weights``, uniform by default) and an acceleration from ``accelerations`` (Uniform) or
-    ``kt_accelerations`` (kt patterns); the mask of the whole series ``(nt, nx, ny)`` is built with
-    :func:`~bundle.transforms.masks.make_mask` (``nt = d['nt']``) and the neighbour frames ``d['frames']`` are
-    taken, so a kt mask keeps its temporal structure. ``d['pattern']`` and ``d['acceleration']`` record the
-    choice.
+    ``keys`` are the k-space stacks the mask is for: every one of them must be ``(F, C, nx, ny)`` of the same
+    ``F, nx, ny`` (one mask serves them all). An official mask already in the dict is kept. Otherwise a pattern
+    is drawn from ``patterns`` (weights ``pattern_weights``, uniform by default) and an acceleration from
+    ``accelerations`` (Uniform) or ``kt_accelerations`` (kt patterns); the mask of the whole series
+    ``(nt, nx, ny)`` is built with :func:`~bundle.transforms.masks.make_mask` (``nt = d['nt']``) and the
+    neighbour frames ``d['frames']`` are taken, so a kt mask keeps its temporal structure. ``d['pattern']`` and
+    ``d['acceleration']`` record the choice.
 
     ``deterministic=True`` (validation) draws everything from a stable hash of ``(file, z, t, seed)``, with the
     file named by :func:`portable_name`: the same sample gets the same mask every epoch, whatever the order,
@@ -219,9 +219,15 @@ class RandKspaceMaskd(Randomizable, MapTransform):
         d = dict(data)
         if self.mask_key in d:
             return d
-        key = next(iter(self.key_iterator(d)), None)
-        if key is None:
+        keys = list(self.key_iterator(d))
+        if not keys:
             return d
+        key = keys[0]
+        for other in keys[1:]:  # one mask serves every key, so every key must be a stack of the same frames
+            if tuple(d[other].shape[:1] + d[other].shape[2:]) != tuple(d[key].shape[:1] + d[key].shape[2:]):
+                raise _error(
+                    ShapeError, d, f"{other} {tuple(d[other].shape)} and {key} {tuple(d[key].shape)} need one mask"
+                )
         if self.deterministic:
             pattern, acceleration, rng = self._draw(self._stable_state(d))
         else:
@@ -351,7 +357,7 @@ class NormalizeKspaced(MapTransform):
 
     ``mode``: ``none`` | ``max_zf`` | ``percentile_zf`` (:func:`~bundle.transforms.kspace.normalization_scale`).
     Every present key is multiplied by the same scale, so the RSS target stays consistent with the k-space.
-    :meth:`inverse` (and :class:`DenormalizeReconstructiond` for predictions) undo it bit-exactly.
+    :meth:`inverse` undoes it bit-exactly (the inference writer divides predictions by the same scale).
     """
 
     def __init__(
@@ -384,36 +390,6 @@ class NormalizeKspaced(MapTransform):
         for key in self.key_iterator(d):
             d[key] = denormalize(d[key], d[self.scale_key])
         d[self.scale_key] = 1.0
-        return d
-
-
-class DenormalizeReconstructiond(MapTransform):
-    """Bring predictions back to the data's units: ``d[key] / d[scale_key]`` (exact for power-of-two scales).
-
-    Works on one item (scalar scale) or a batch whose scale is a ``(B,)`` tensor/array (broadcast over the
-    trailing axes of ``(B, ...)``).
-    """
-
-    def __init__(self, keys: KeysCollection = ("pred",), scale_key: str = "scale", allow_missing_keys: bool = False):
-        super().__init__(keys, allow_missing_keys)
-        self.scale_key = scale_key
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        scale = d[self.scale_key]
-        for key in self.key_iterator(d):
-            x = d[key]
-            if np.ndim(scale) == 0:
-                d[key] = denormalize(x, float(scale))
-                continue
-            s = torch.as_tensor(scale) if isinstance(x, torch.Tensor) else np.asarray(scale)
-            if s.ndim != 1 or s.shape[0] != x.shape[0] or not bool((s > 0).all()):
-                raise ValueError(f"{self.scale_key} of shape {tuple(s.shape)} does not fit {key} {tuple(x.shape)}")
-            s = s.reshape((-1,) + (1,) * (x.ndim - 1))
-            if isinstance(x, torch.Tensor):
-                d[key] = x / s.to(device=x.device, dtype=x.real.dtype)
-            else:
-                d[key] = (x / s.astype(np.real(x).dtype)).astype(x.dtype, copy=False)
         return d
 
 
