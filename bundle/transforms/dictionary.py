@@ -262,7 +262,7 @@ class ApplyMaskd(MapTransform):
         keys: KeysCollection = "kspace_full",
         mask_key: str = "mask",
         output_key: str = "kspace_masked",
-        allow_missing_keys: bool = True,
+        allow_missing_keys: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
         self.mask_key = mask_key
@@ -289,7 +289,7 @@ class MakeTargetd(MapTransform):
         keys: KeysCollection = "kspace_full",
         target_key: str = "target",
         kspace_target_key: str = "kspace_target",
-        allow_missing_keys: bool = True,
+        allow_missing_keys: bool = False,
         drop_source: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
@@ -324,7 +324,7 @@ class CoilCompressd(MapTransform):
         calib_key: str = "kspace_masked",
         mask_key: str = "mask",
         acs_width: int | None = None,
-        allow_missing_keys: bool = True,
+        allow_missing_keys: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
         self.num_coils = _as_int("num_coils", num_coils, 1)
@@ -366,7 +366,7 @@ class NormalizeKspaced(MapTransform):
         keys: KeysCollection = ("kspace_masked", "kspace_full", "kspace_target", "target"),
         source_key: str = "kspace_masked",
         scale_key: str = "scale",
-        allow_missing_keys: bool = True,
+        allow_missing_keys: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
         if mode not in NORMALIZATION_MODES:
@@ -452,7 +452,7 @@ class CheckFinited(MapTransform):
         self,
         keys: KeysCollection = ("kspace_masked", "kspace_full", "target"),
         target_key: str = "target",
-        allow_missing_keys: bool = True,
+        allow_missing_keys: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
         self.target_key = target_key
