@@ -12,7 +12,7 @@ import bundle.networks.promptmr as promptmr_module
 from bundle.mri import fft2c, ifft2c, rss
 from bundle.networks import CALayer, NormPromptUnet, PromptMR, PromptUnet, SensNet
 from bundle.networks.promptmr import PromptMRPlusCascade
-from bundle.networks.promptunet import Momentum
+from bundle.networks.promptunet import CABSpec, Momentum
 
 PLUS = dict(model_version="plus", adaptive_input=True, n_buffer=4, n_history=2, use_sens_adj=True)
 
@@ -231,7 +231,7 @@ def test_decoder_history_is_pushed_newest_first():
         assert torch.equal(a, a[:, :chans].repeat(1, 3, 1, 1))  # the first feature tiled
         assert torch.equal(b[:, chans:], a[:, :-chans]) and not torch.equal(b[:, :chans], a[:, :chans])
         assert torch.equal(c[:, chans:], b[:, :-chans])
-    momentum = Momentum(6, 2, act=nn.PReLU())
+    momentum = Momentum(6, 2, CABSpec(act=nn.PReLU()))
     feat = torch.randn(1, 6, 4, 4)
     with torch.no_grad():
         torch.testing.assert_close(momentum(feat), momentum(feat, feat.repeat(1, 2, 1, 1)))

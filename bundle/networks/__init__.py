@@ -15,7 +15,7 @@ from .pretrained import (
     save_network_overlay,
 )
 from .promptmr import PromptMR, PromptMRCascade, PromptMRPlusCascade, frame_mask, sens_expand, sens_reduce
-from .promptunet import CAB, CALayer, DownBlock, NormPromptUnet, PromptBlock, PromptUnet, SkipBlock, UpBlock
+from .promptunet import CAB, CABSpec, CALayer, DownBlock, NormPromptUnet, PromptBlock, PromptUnet, SkipBlock, UpBlock
 from .sensnet import SensNet, cartesian_acs_columns, infer_num_low_frequencies, is_cartesian_mask
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "save_network_overlay",
     "CAB",
     "CALayer",
+    "CABSpec",
     "DownBlock",
     "NormPromptUnet",
     "PromptBlock",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -107,18 +108,25 @@ class CAB(nn.Module):
         return self.CA(self.body(x)) + x
 
 
-def _cabs(
-    n: int,
-    channels: int,
-    kernel_size: int,
-    reduction: int,
-    bias: bool,
-    act: nn.Module,
-    no_use_ca: bool,
-    first_act: Optional[nn.Module] = None,
-) -> nn.Sequential:
-    acts = [first_act if (j == 0 and first_act is not None) else act for j in range(n)]
-    return nn.Sequential(*[CAB(channels, kernel_size, reduction, bias, a, no_use_ca) for a in acts])
+@dataclass(frozen=True)
+class CABSpec:
+    """The CAB settings one U-Net shares: kernel size, channel-attention reduction, conv bias, the activation and
+    whether channel attention is off. ``act`` is one module: every CAB built from a spec shares its parameters
+    (the reference's shared PReLU, ``docs/design.md`` "Kept on purpose")."""
+
+    kernel_size: int = 3
+    reduction: int = 4
+    bias: bool = False
+    act: nn.Module = field(default_factory=nn.PReLU)
+    no_use_ca: bool = False
+
+    def cab(self, channels: int, act: Optional[nn.Module] = None) -> CAB:
+        act = act if act is not None else self.act
+        return CAB(channels, self.kernel_size, self.reduction, self.bias, act, self.no_use_ca)
+
+    def cabs(self, n: int, channels: int, first_act: Optional[nn.Module] = None) -> nn.Sequential:
+        """``n`` CABs in a row; the first one uses ``first_act`` when given."""
+        return nn.Sequential(*[self.cab(channels, first_act if j == 0 else None) for j in range(n)])
 
 
 class DownBlock(nn.Module):
@@ -132,16 +140,11 @@ class DownBlock(nn.Module):
         in_chans: int,
         out_chans: int,
         n_cab: int,
-        kernel_size: int = 3,
-        reduction: int = 4,
-        bias: bool = False,
-        act: Optional[nn.Module] = None,
-        no_use_ca: bool = False,
+        cab: Optional[CABSpec] = None,
         first_act: Optional[nn.Module] = None,
     ) -> None:
         super().__init__()
-        act = act if act is not None else nn.PReLU()
-        self.encoder = _cabs(n_cab, in_chans, kernel_size, reduction, bias, act, no_use_ca, first_act)
+        self.encoder = (cab or CABSpec()).cabs(n_cab, in_chans, first_act)
         self.down = Conv2d(in_chans, out_chans, 3, stride=2, padding=1, bias=True)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -152,20 +155,10 @@ class DownBlock(nn.Module):
 class SkipBlock(nn.Module):
     """``n_cab`` CABs applied to an encoder skip feature (identity when ``n_cab == 0``); ``(B, C, H, W)``."""
 
-    def __init__(
-        self,
-        channels: int,
-        n_cab: int,
-        kernel_size: int = 3,
-        reduction: int = 4,
-        bias: bool = False,
-        act: Optional[nn.Module] = None,
-        no_use_ca: bool = False,
-    ) -> None:
+    def __init__(self, channels: int, n_cab: int, cab: Optional[CABSpec] = None) -> None:
         super().__init__()
-        act = act if act is not None else nn.PReLU()
         # An empty Sequential is the identity, and keeps the key layout skip_attn.{j}.
-        self.skip_attn = _cabs(n_cab, channels, kernel_size, reduction, bias, act, no_use_ca)
+        self.skip_attn = (cab or CABSpec()).cabs(n_cab, channels)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.skip_attn(x)
@@ -206,22 +199,14 @@ class Momentum(nn.Module):
     The 1x1 conv maps ``(n_history + 1) * C`` channels to C without bias; the CAB uses the shared activation.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        n_history: int,
-        kernel_size: int = 3,
-        reduction: int = 4,
-        bias: bool = False,
-        act: Optional[nn.Module] = None,
-        no_use_ca: bool = False,
-    ) -> None:
+    def __init__(self, channels: int, n_history: int, cab: Optional[CABSpec] = None) -> None:
         super().__init__()
         if n_history < 1:
             raise ValueError(f"n_history must be positive, got {n_history}")
         self.n_history = n_history
-        self.conv = conv(channels * (n_history + 1), channels, 1, bias)
-        self.cab = CAB(channels, kernel_size, reduction, bias, act if act is not None else nn.PReLU(), no_use_ca)
+        cab = cab or CABSpec()
+        self.conv = conv(channels * (n_history + 1), channels, 1, cab.bias)
+        self.cab = cab.cab(channels)
 
     def forward(self, x: Tensor, history: Optional[Tensor] = None) -> Tensor:
         if history is None:
@@ -245,26 +230,21 @@ class UpBlock(nn.Module):
         out_chans: int,
         prompt_dim: int,
         n_cab: int,
-        kernel_size: int = 3,
-        reduction: int = 4,
-        bias: bool = False,
-        act: Optional[nn.Module] = None,
-        no_use_ca: bool = False,
+        cab: Optional[CABSpec] = None,
         n_history: int = 0,
     ) -> None:
         super().__init__()
-        act = act if act is not None else nn.PReLU()
-        self.fuse = _cabs(n_cab, in_chans + prompt_dim, kernel_size, reduction, bias, act, no_use_ca)
+        cab = cab or CABSpec()
+        bias = cab.bias
+        self.fuse = cab.cabs(n_cab, in_chans + prompt_dim)
         self.reduce = conv(in_chans + prompt_dim, in_chans, 1, bias)
         self.up = nn.Sequential(
             nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=False),
             conv(in_chans, out_chans, 1, bias),
         )
-        self.ca = CAB(out_chans, kernel_size, reduction, bias, act, no_use_ca)
+        self.ca = cab.cab(out_chans)
         # PromptMR+ decoder history; None (no module, no state-dict keys) for PromptMR v1.
-        self.momentum = (
-            Momentum(in_chans, n_history, kernel_size, reduction, bias, act, no_use_ca) if n_history else None
-        )
+        self.momentum = Momentum(in_chans, n_history, cab) if n_history else None
 
     def forward(self, x: Tensor, prompt: Tensor, skip: Tensor, history: Optional[Tensor] = None) -> Tensor:
         if self.momentum is not None:
@@ -325,26 +305,26 @@ class PromptUnet(nn.Module):
             if len(seq) != 3:
                 raise ValueError(f"{name} must have 3 entries (one per level), got {list(seq)}")
         act = act if act is not None else nn.PReLU()
-        blk = dict(kernel_size=kernel_size, reduction=reduction, bias=bias, act=act, no_use_ca=no_use_ca)
+        cab = CABSpec(kernel_size, reduction, bias, act, no_use_ca)
         d0, (d1, d2, d3) = n_feat0, feature_dim
 
         self.feat_extract = conv(in_chans, d0, kernel_size, bias)
-        self.enc_level1 = DownBlock(d0, d1, n_enc_cab[0], first_act=copy.deepcopy(act), **blk)
-        self.enc_level2 = DownBlock(d1, d2, n_enc_cab[1], **blk)
-        self.enc_level3 = DownBlock(d2, d3, n_enc_cab[2], **blk)
+        self.enc_level1 = DownBlock(d0, d1, n_enc_cab[0], cab, first_act=copy.deepcopy(act))
+        self.enc_level2 = DownBlock(d1, d2, n_enc_cab[1], cab)
+        self.enc_level3 = DownBlock(d2, d3, n_enc_cab[2], cab)
 
-        self.skip_attn1 = SkipBlock(d0, n_skip_cab[0], **blk)
-        self.skip_attn2 = SkipBlock(d1, n_skip_cab[1], **blk)
-        self.skip_attn3 = SkipBlock(d2, n_skip_cab[2], **blk)
+        self.skip_attn1 = SkipBlock(d0, n_skip_cab[0], cab)
+        self.skip_attn2 = SkipBlock(d1, n_skip_cab[1], cab)
+        self.skip_attn3 = SkipBlock(d2, n_skip_cab[2], cab)
 
-        self.bottleneck = _cabs(n_bottleneck_cab, d3, kernel_size, reduction, bias, act, no_use_ca)
+        self.bottleneck = cab.cabs(n_bottleneck_cab, d3)
 
         self.prompt_level3 = PromptBlock(prompt_dim[2], len_prompt[2], prompt_size[2], d3, learnable_prompt)
-        self.dec_level3 = UpBlock(d3, d2, prompt_dim[2], n_dec_cab[2], n_history=n_history, **blk)
+        self.dec_level3 = UpBlock(d3, d2, prompt_dim[2], n_dec_cab[2], cab, n_history=n_history)
         self.prompt_level2 = PromptBlock(prompt_dim[1], len_prompt[1], prompt_size[1], d2, learnable_prompt)
-        self.dec_level2 = UpBlock(d2, d1, prompt_dim[1], n_dec_cab[1], n_history=n_history, **blk)
+        self.dec_level2 = UpBlock(d2, d1, prompt_dim[1], n_dec_cab[1], cab, n_history=n_history)
         self.prompt_level1 = PromptBlock(prompt_dim[0], len_prompt[0], prompt_size[0], d1, learnable_prompt)
-        self.dec_level1 = UpBlock(d1, d0, prompt_dim[0], n_dec_cab[0], n_history=n_history, **blk)
+        self.dec_level1 = UpBlock(d1, d0, prompt_dim[0], n_dec_cab[0], cab, n_history=n_history)
 
         self.conv_last = conv(d0, out_chans, 5, bias)
 
