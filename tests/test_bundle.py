@@ -402,5 +402,6 @@ def test_inference_config_repeats_the_training_definitions_exactly():
     infer.read_config(str(CONFIGS / "inference.yaml"))
     for key in ("network_def", "sample_steps", "amp", "amp_dtype", "precision", "num_adj_frames"):
         assert train.get(key) == infer.get(key), f"{key} differs between train.yaml and inference.yaml"
-    # Inference adds only its slab cache to the loader.
-    assert train.get("load_slice") == {k: v for k, v in infer.get("load_slice").items() if k != "slab_cache"}
+    # Inference adds only its slab cache and the bad-slice marking to the loader.
+    extra = ("slab_cache", "mark_bad")
+    assert train.get("load_slice") == {k: v for k, v in infer.get("load_slice").items() if k not in extra}

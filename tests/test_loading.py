@@ -180,3 +180,22 @@ def test_slab_cache_reads_each_slab_once_and_changes_nothing(tmp_path, rng, monk
     assert sorted(reads) == [(t, 1) for t in range(nt)]  # every slab of slice 1 read once
     with pytest.raises(ValueError, match="slab_cache"):
         LoadCMRSliced(slab_cache=-1)
+
+
+def test_mark_bad_flags_nan_and_empty_items_instead_of_raising(tmp_path, rng):
+    nt = 6
+    k = _kspace(rng, nt)
+    k[2, 1, 0, 0, 0] = np.nan  # frame 2 of slice 1
+    k[4, 0] = 0  # frame 4 of slice 0 all zero
+    path = tmp_path / "k.mat"
+    write_mat(path, kspace_full=k)
+    load = LoadCMRSliced(mark_bad=True)
+    nan_item = load(_item(path, 1, 2, nt))
+    assert "NaN or Inf" in nan_item["bad"] and str(path) in nan_item["bad"]
+    assert not nan_item["kspace_full"].any() and nan_item["mask"].shape == (5, NX, NY)
+    empty_item = load(_item(path, 0, 4, nt))
+    assert "all zeros" in empty_item["bad"]
+    good = load(_item(path, 1, 5, nt))  # frames 3..1 (wrapping): no NaN frame, non-empty target
+    assert good["bad"] == "" and good["kspace_full"].any() and "mask" not in good
+    with pytest.raises(NonFiniteDataError):
+        LoadCMRSliced()(_item(path, 1, 2, nt))

@@ -67,6 +67,10 @@ class LoadCMRSliced(MapTransform):
     about ``2 * num_adj_frames`` slabs each one is read from disk once instead of up to ``num_adj_frames``
     times (which matters on network file systems, where a read is not a memory copy).
 
+    ``mark_bad=True`` (inference) does not raise for NaN/Inf k-space or an all-zero target frame: the item gets
+    ``bad`` (the error message; ``""`` for good items) and zero k-space, and the caller discards the file. This
+    lets inference check values while it reads, instead of reading every file twice.
+
     Open files are kept in a per-process LRU cache of ``max_open_files`` readers (DataLoader workers each get
     an empty cache, since pickling drops it).
 
@@ -82,6 +86,7 @@ class LoadCMRSliced(MapTransform):
         max_open_files: int = 8,
         contiguous: bool = True,
         slab_cache: int = 0,
+        mark_bad: bool = False,
     ):
         super().__init__(keys=("file",))
         if num_adj_frames < 1 or num_adj_frames % 2 == 0:
@@ -92,6 +97,7 @@ class LoadCMRSliced(MapTransform):
         self.check_finite = bool(check_finite)
         self.max_open_files = int(max_open_files)
         self.contiguous = bool(contiguous)
+        self.mark_bad = bool(mark_bad)
         if slab_cache < 0:
             raise ValueError(f"slab_cache must be >= 0, got {slab_cache}")
         self.slab_cache = int(slab_cache)
@@ -191,10 +197,19 @@ class LoadCMRSliced(MapTransform):
             # Say which sample failed, keeping the specific error type (and its file) for the caller.
             raise type(err).at(err.path or path, f"{where}: {err.problem}") from err
         # The one finiteness check of the pipeline: later steps only mask, scale and transform these values.
+        bad = None
         if self.check_finite and not all_finite(kspace):
-            raise NonFiniteDataError.at(path, f"{where}: k-space contains NaN or Inf (frames {frames})")
-        if not kspace[len(frames) // 2].any():
-            raise EmptySliceError.at(path, f"{where}: the target frame is all zeros")
+            bad = NonFiniteDataError.at(path, f"{where}: k-space contains NaN or Inf (frames {frames})")
+        elif not kspace[len(frames) // 2].any():
+            bad = EmptySliceError.at(path, f"{where}: the target frame is all zeros")
+        if bad is not None and not self.mark_bad:
+            raise bad
+        if self.mark_bad:
+            # The item still flows through the pipeline (as zeros), so that a batch of its file keeps its shape;
+            # the inference writer drops the whole file and reports this message.
+            d["bad"] = "" if bad is None else str(bad)
+            if bad is not None:
+                kspace = np.zeros_like(kspace)
         # (F, nc, ny, nx) -> (F, nc, nx, ny)
         kspace = swapped_copy(kspace) if self.contiguous else kspace.swapaxes(-1, -2)
 
@@ -202,7 +217,9 @@ class LoadCMRSliced(MapTransform):
         kind = d.get("kind") or ("undersampled" if is_undersampled_key(reader.key) else "full")
         d["kspace_masked" if kind == "undersampled" else "kspace_full"] = kspace
         d["frames"] = list(frames)
-        if d.get("mask_file"):
+        if bad is not None:
+            d["mask"] = np.ones((len(frames), reader.nx, reader.ny), np.float32)
+        elif d.get("mask_file"):
             d["mask"] = self._mask(os.fspath(d["mask_file"]), reader, frames)
         elif kind == "undersampled":
             d["mask"] = self._inferred_mask(kspace, path)

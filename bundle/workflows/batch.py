@@ -55,6 +55,8 @@ class PackReconSampled(MapTransform):
                 value = -1 if key in ("z", "t", "nt", "nz", "acceleration", "acs_width") else ""
             out[key] = value if isinstance(value, (int, float)) else str(value)
         out["skipped"] = str(data.get("skipped", ""))
+        if "bad" in data:  # set by LoadCMRSliced(mark_bad=True): the item's file must not be written
+            out["bad"] = str(data["bad"])
         return out
 
 

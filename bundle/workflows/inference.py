@@ -79,6 +79,7 @@ class ReconstructionWriter:
         self.progress = progress
         self.report = report
         self._volumes: dict[str, dict] = {}
+        self._failed: set[str] = set()  # files with a bad slice: their remaining slices are ignored
         self.written: list[Path] = []
         from bundle.io.dicom import as_flag
         from bundle.workflows.exports import ExtraOutputs
@@ -127,7 +128,21 @@ class ReconstructionWriter:
         series = _as_list(label["series"])
         scales = label.get("scale")
         scales = _as_list(scales) if scales is not None else [1.0] * len(files)
+        bad = _as_list(label["bad"]) if "bad" in label else [""] * len(files)
         for i, file in enumerate(files):
+            if file in self._failed:
+                continue
+            if bad[i]:
+                # A slice of this file failed the loader's value checks: nothing is written for the file.
+                self._failed.add(file)
+                entry = self._volumes.pop(file, None)
+                if entry is not None:
+                    entry["bar"].close()
+                logger.error("skipping %s; no output written for it", bad[i])
+                if self.report is None:
+                    raise ValueError(f"{bad[i]}; no output written for it")
+                self.report.record(bad[i])
+                continue
             entry = self._volumes.get(file)
             if entry is None:
                 nz, nt = int(nzs[i]), int(nts[i])
