@@ -20,6 +20,17 @@ def rng() -> np.random.Generator:
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory) -> Path:
+    """A tiny demo tree (CMRxRecon2024 layout), made once per test module."""
+    from bundle.data import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    make_demo_dataset(root, seed=0, size="tiny")
+    return root
+
+
 # PromptMR overrides that keep the architecture but shrink it to a few thousand parameters, for workflow tests.
 TINY_NET = {
     "network_def#num_cascades": 1,

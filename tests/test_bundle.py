@@ -59,13 +59,6 @@ def _run_workflow(workflow: ConfigWorkflow) -> None:
 
 
 @pytest.fixture(scope="module")
-def demo_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    make_demo_dataset(root, seed=0, size="tiny")
-    return root
-
-
-@pytest.fixture(scope="module")
 def trained(demo_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("train")
     workflow = ConfigWorkflow(

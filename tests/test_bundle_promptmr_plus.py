@@ -17,19 +17,11 @@ from conftest import TINY_NET
 from monai.bundle import ConfigWorkflow
 from test_bundle import CONFIGS, LOGGING, META, _run_workflow, _snapshot, _train_overrides
 
-from bundle.data import make_demo_dataset
 from bundle.networks import PromptMR, read_network_overlay
 
 PLUS = str(CONFIGS / "promptmr_plus.yaml")
 
 pytestmark = pytest.mark.xdist_group("bundle_promptmr_plus")
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo_plus")
-    make_demo_dataset(root, seed=0, size="tiny")
-    return root
 
 
 @pytest.fixture(scope="module")
