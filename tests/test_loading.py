@@ -199,3 +199,63 @@ def test_mark_bad_flags_nan_and_empty_items_instead_of_raising(tmp_path, rng):
     assert good["bad"] == "" and good["kspace_full"].any() and "mask" not in good
     with pytest.raises(NonFiniteDataError):
         LoadCMRSliced()(_item(path, 1, 2, nt))
+
+
+@pytest.mark.parametrize("pattern", ["Uniform", "ktGaussian", "ktRadial"])
+def test_reading_only_sampled_lines_gives_the_same_item(tmp_path, rng, monkeypatch, pattern):
+    from bundle.data.matio import MatSliceReader
+    from bundle.transforms import ApplyMaskd, MakeTargetd, RandKspaceMaskd
+
+    nt = 6
+    k = _kspace(rng, nt)
+    path = tmp_path / "k.mat"
+    write_mat(path, kspace_full=k)
+    slabs, rows = [], []
+    read_frames, read_rows = MatSliceReader.read_frames, MatSliceReader.read_rows
+    monkeypatch.setattr(MatSliceReader, "read_frames", lambda s, z, f: slabs.extend(f) or read_frames(s, z, f))
+    monkeypatch.setattr(MatSliceReader, "read_rows", lambda s, t, z, r: rows.append(t) or read_rows(s, t, z, r))
+    draw = dict(patterns=[pattern], accelerations=[4], kt_accelerations=[4], acs_width=2)
+    before = RandKspaceMaskd(num_frames=5, **draw)  # drawn from the item's metadata, before any read
+    after = RandKspaceMaskd(**draw)  # drawn from the loaded stack: the previous order
+    mask = ApplyMaskd(allow_missing_keys=True)  # finds nothing to do after a read of the sampled lines
+    target = MakeTargetd(keys=["kspace_full", "kspace_centre"], drop_source=True, allow_missing_keys=True)
+    for t in (0, 3):
+        item = _item(path, 1, t, nt, nx=NX, ny=NY)
+        slabs.clear(), rows.clear()
+        before.set_random_state(seed=t)
+        lines = target(mask(LoadCMRSliced(read_sampled_lines=True, contiguous=False)(before(item))))
+        read = (list(slabs), list(rows))
+        after.set_random_state(seed=t)
+        whole = target(mask(after(LoadCMRSliced(contiguous=False)(item))))
+        for key in ("kspace_masked", "mask", "target", "kspace_target"):
+            np.testing.assert_array_equal(lines[key], whole[key], err_msg=key)
+        assert lines["frames"] == whole["frames"] and lines["pattern"] == pattern
+        if pattern == "ktRadial":  # not a line mask: every frame is read whole, as before
+            assert read == (whole["frames"], [])
+        else:  # the centre frame whole, the other four only at their sampled lines
+            assert read == ([t], [f for f in whole["frames"] if f != t])
+            assert lines["kspace_masked"].flags.c_contiguous
+
+
+def test_reading_sampled_lines_checks_what_it_reads_and_the_mask_it_is_given(tmp_path, rng):
+    from bundle.transforms import RandKspaceMaskd
+
+    k = _kspace(rng, 6)
+    k[3, 0, :, 1, :] = np.nan  # ky row 1 of frame 3: sampled by a mask with every other line
+    path = tmp_path / "k.mat"
+    write_mat(path, kspace_full=k)
+    load = LoadCMRSliced(read_sampled_lines=True)
+    every_other = np.zeros((5, NX, NY), np.float32)
+    every_other[..., 1::2] = 1
+    with pytest.raises(NonFiniteDataError, match="z=0, t=2"):
+        load(_item(path, 0, 2, 6, mask=every_other))
+    even = np.zeros((5, NX, NY), np.float32)
+    even[..., ::2] = 1  # misses the NaN row of frame 3, which then never reaches the model
+    out = load(_item(path, 0, 2, 6, mask=even))
+    assert np.isfinite(out["kspace_masked"]).all()
+    with pytest.raises(MaskMismatchError, match="z=0, t=2"):
+        load(_item(path, 0, 2, 6, mask=np.ones((5, NY, NX), np.float32)))
+    with pytest.raises(ShapeError, match=r"needs the item's \['nx', 'ny'\]"):
+        RandKspaceMaskd(num_frames=5)(_item(path, 0, 2, 6))
+    official = _item(path, 0, 2, 6, nx=NX, ny=NY, mask_file=str(path))
+    assert "mask" not in RandKspaceMaskd(num_frames=5)(official)  # an official mask is the loader's to read

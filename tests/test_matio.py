@@ -244,3 +244,35 @@ def test_non_finite_data(tmp_path, rng):
     write_mat(path, kspace_full=k)
     assert np.isnan(read_mat(path)).sum() == 1  # off by default
     _raises(NonFiniteDataError, path, read_mat, path, check_finite=True)
+
+
+def test_contiguous_complex64_is_read_through_a_memory_map(kfile, tmp_path):
+    path, k = kfile
+    with MatSliceReader(path) as r:
+        r.read_slab(0, 0)
+        assert r._mapped is not None  # write_mat stores k-space contiguously
+        np.testing.assert_array_equal(r.read_slab(3, 2), k[3, 2])
+        rows = [0, 3, 4, 9]
+        got = r.read_rows(1, 2, rows)
+        assert got.dtype == np.complex64 and got.shape == (2, 4, 12)
+        np.testing.assert_array_equal(got, k[1, 2][:, rows, :])
+        with pytest.raises(ShapeError, match="ky rows"):
+            r.read_rows(1, 2, [10])
+    # Chunked (and compressed) storage, as h5py or MATLAB may write it, goes through HDF5 with the same values.
+    chunked = tmp_path / "chunked.mat"
+    with h5py.File(chunked, "w") as f:
+        data = np.empty(k.shape, [("real", "<f4"), ("imag", "<f4")])
+        data["real"], data["imag"] = k.real, k.imag
+        f.create_dataset("kspace_full", data=data, chunks=(1, 1, 2, 10, 12), compression="gzip")
+    with MatSliceReader(chunked) as r:
+        np.testing.assert_array_equal(r.read_slab(3, 2), k[3, 2])
+        np.testing.assert_array_equal(r.read_rows(1, 2, [0, 3, 4, 9]), k[1, 2][:, [0, 3, 4, 9], :])
+        assert r._mapped is None
+
+
+def test_file_cut_short_inside_the_kspace_is_refused(kfile):
+    path, _ = kfile
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 64)  # only the last samples are missing
+    err = _raises(MatFileError, path, MatSliceReader(path).read_slab, 0, 0)
+    assert "truncated" in str(err)

@@ -387,3 +387,14 @@ def test_rand_mask_serves_every_key_and_refuses_stacks_it_cannot_fit(rng):
         RandKspaceMaskd(keys=("kspace_full", "kspace_other"))(bad)
     with pytest.raises(KeyError):
         RandKspaceMaskd(keys=("kspace_full", "missing"))(_sample(rng))
+
+
+def test_zero_filled_columns_is_the_masked_product(rng):
+    from bundle.arrays import zero_filled_columns
+
+    k = (rng.standard_normal((3, 2, 7, 9)) + 1j * rng.standard_normal((3, 2, 7, 9))).astype(np.complex64)
+    mask = (rng.random((3, 9)) < 0.4).astype(np.float32)
+    cols = [np.flatnonzero(m) for m in mask]
+    got = zero_filled_columns(k.shape, cols, [k[f][..., c] for f, c in enumerate(cols)])
+    np.testing.assert_array_equal(got, k * mask[:, None, None, :])
+    assert got.flags.c_contiguous and got.dtype == np.complex64

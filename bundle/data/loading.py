@@ -15,9 +15,10 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 from monai.transforms import MapTransform
 
-from ..arrays import all_finite, swapped_copy
+from ..arrays import all_finite, swapped_copy, zero_filled_columns
 from ..errors import CMRDataError, EmptySliceError, MaskMismatchError, NonFiniteDataError, ShapeError
 from ..mri import neighbour_frame_indices
+from ..transforms.kspace import sampled_lines
 from .matio import MatSliceReader, is_undersampled_key, read_mat
 
 __all__ = ["LoadCMRSliced", "load_volume"]
@@ -71,6 +72,14 @@ class LoadCMRSliced(MapTransform):
     ``bad`` (the error message; ``""`` for good items) and zero k-space, and the caller discards the file. This
     lets inference check values while it reads, instead of reading every file twice.
 
+    ``read_sampled_lines=True`` (training and validation, with the mask drawn before loading: see
+    ``RandKspaceMaskd(num_frames=...)``) reads, for a full-sample item whose mask (drawn, or from ``mask_file``)
+    samples whole ky lines, the centre frame whole and only the sampled lines of the other frames. The item
+    then gets ``kspace_masked`` (the masked stack, equal to masking the full stack) and ``kspace_centre``
+    ``(1, nc, nx, ny)``, the fully sampled centre frame the target is made from, instead of ``kspace_full``.
+    The finiteness check covers what was read: every value that reaches the model or the target. Other masks
+    (radial) and undersampled files are read as usual.
+
     Open files are kept in a per-process LRU cache of ``max_open_files`` readers (DataLoader workers each get
     an empty cache, since pickling drops it).
 
@@ -87,6 +96,7 @@ class LoadCMRSliced(MapTransform):
         contiguous: bool = True,
         slab_cache: int = 0,
         mark_bad: bool = False,
+        read_sampled_lines: bool = False,
     ):
         super().__init__(keys=("file",))
         if num_adj_frames < 1 or num_adj_frames % 2 == 0:
@@ -98,6 +108,7 @@ class LoadCMRSliced(MapTransform):
         self.max_open_files = int(max_open_files)
         self.contiguous = bool(contiguous)
         self.mark_bad = bool(mark_bad)
+        self.read_sampled_lines = bool(read_sampled_lines)
         if slab_cache < 0:
             raise ValueError(f"slab_cache must be >= 0, got {slab_cache}")
         self.slab_cache = int(slab_cache)
@@ -185,6 +196,49 @@ class LoadCMRSliced(MapTransform):
         # A location counts as sampled if any coil holds a non-zero value there: (F, nc, nx, ny) -> (F, nx, ny).
         return np.ascontiguousarray((kspace != 0).any(axis=1), dtype=np.float32)
 
+    def _given_mask(self, d: Mapping, reader: MatSliceReader, frames: list[int]) -> np.ndarray | None:
+        """The item's ``(F, nx, ny)`` mask when it is known before reading (drawn, or a mask file), else None."""
+        if d.get("mask") is not None:
+            mask = np.asarray(d["mask"])
+            expected = (len(frames), reader.nx, reader.ny)
+            if mask.shape != expected:
+                raise MaskMismatchError.at(
+                    reader.path, f"mask of shape {mask.shape} does not fit k-space {reader.shape}: expected {expected}"
+                )
+            return mask
+        if d.get("mask_file"):
+            return self._mask(os.fspath(d["mask_file"]), reader, frames)
+        return None
+
+    def _read_lines(self, reader: MatSliceReader, z: int, frames: list[int], lines: np.ndarray):
+        """Centre slab ``(nc, ny, nx)`` and, per frame, its sampled ky rows ``(nc, L_f, nx)``."""
+        centre_t = frames[len(frames) // 2]
+        centre = self._read_frames(reader, z, [centre_t])[0]
+        rows = [np.flatnonzero(lines[f if lines.shape[0] > 1 else 0]) for f in range(len(frames))]
+        blocks = [
+            np.take(centre, r, axis=-2) if t == centre_t else reader.read_rows(t, z, r)
+            for t, r in zip(frames, rows, strict=True)
+        ]
+        return centre, rows, blocks
+
+    def _load_sampled_lines(self, d: dict, reader: MatSliceReader, z: int, frames: list[int], mask, lines) -> dict:
+        path, where = reader.path, f"z={z}, t={d['t']}"
+        try:
+            centre, rows, blocks = self._read_lines(reader, z, frames, lines)
+        except CMRDataError as err:
+            raise type(err).at(err.path or path, f"{where}: {err.problem}") from err
+        if self.check_finite and not (all_finite(centre) and all(all_finite(b) for b in blocks)):
+            raise NonFiniteDataError.at(path, f"{where}: k-space contains NaN or Inf (frames {frames})")
+        if not centre.any():
+            raise EmptySliceError.at(path, f"{where}: the target frame is all zeros")
+        shape = (len(frames), reader.nc, reader.nx, reader.ny)
+        # (nc, L, nx) rows of the file's order become columns of the model's (nc, nx, ny).
+        d["kspace_masked"] = zero_filled_columns(shape, rows, [b.swapaxes(-1, -2) for b in blocks])
+        d["kspace_centre"] = centre.swapaxes(-1, -2)[None]
+        d["frames"] = list(frames)
+        d["mask"] = np.ascontiguousarray(mask, dtype=np.float32)
+        return d
+
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         path, z = os.fspath(d["file"]), int(d["z"])
@@ -192,8 +246,15 @@ class LoadCMRSliced(MapTransform):
         reader = self._reader(path)
         try:
             frames = self._frames(d, reader)
+            if self.read_sampled_lines and not self.mark_bad and d.get("kind", "full") == "full":
+                mask = self._given_mask(d, reader, frames)
+                lines = None if mask is None else sampled_lines(np.asarray(mask, dtype=np.float32))
+                if lines is not None:
+                    return self._load_sampled_lines(d, reader, z, frames, mask, lines)
             kspace = self._read_frames(reader, z, frames)
         except CMRDataError as err:
+            if err.problem.startswith(where):
+                raise
             # Say which sample failed, keeping the specific error type (and its file) for the caller.
             raise type(err).at(err.path or path, f"{where}: {err.problem}") from err
         # The one finiteness check of the pipeline: later steps only mask, scale and transform these values.

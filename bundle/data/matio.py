@@ -179,6 +179,22 @@ def _h5_read(ds: h5py.Dataset, path: str, out: np.ndarray, sel: tuple | None = N
     return out
 
 
+def _memory_map(ds: h5py.Dataset, path: str) -> np.ndarray | None:
+    """Read-only ``np.memmap`` of a contiguous complex64 dataset's bytes, or None when it is stored otherwise."""
+    if ds.dtype != _C64_AS_COMPOUND or ds.chunks is not None or ds.size == 0:
+        return None
+    offset = ds.id.get_offset()
+    if offset is None:  # contiguous but never written (no storage allocated)
+        return None
+    end = offset + ds.size * _C64_AS_COMPOUND.itemsize
+    size = os.path.getsize(path)
+    if size < end:
+        raise MatFileError.at(
+            path, f"truncated file: {ds.name!r} needs bytes up to {end}, but the file has {size} bytes"
+        )
+    return np.memmap(path, dtype=np.dtype("<c8"), mode="r", offset=offset, shape=tuple(ds.shape))
+
+
 def _check_finite(arr: np.ndarray, path: str, what: str) -> None:
     if not np.isfinite(arr).all():
         raise NonFiniteDataError.at(path, f"{what} contains NaN or Inf")
@@ -361,6 +377,13 @@ class MatSliceReader:
 
     Shapes are in h5py order: ``shape`` is ``(nt, nz, nc, ny, nx)``, or ``(nz, nc, ny, nx)`` for 4-D
     BlackBlood files, which report ``nt == 1`` and accept only ``t == 0``.
+
+    A complex64 dataset stored contiguously (not chunked, so not compressed) is read through a read-only
+    memory map of its bytes: the HDF5 library costs more per call than the copy itself (a 10-coil 512×246
+    slab: 0.30 ms mapped against 0.51 ms through h5py; 58 of its 246 ky rows: 0.08 ms against 0.67 ms), and
+    :meth:`read_rows` of only the sampled lines pays off only with a cheap gather. The file's size is checked
+    against the dataset's extent when the map is made, so a truncated file still gets :class:`MatFileError`.
+    Chunked, compressed, float64 and real datasets go through h5py.
     """
 
     def __init__(self, path: str | os.PathLike, key: str | None = None):
@@ -372,6 +395,7 @@ class MatSliceReader:
         self._file: h5py.File | None = None
         self._ds: h5py.Dataset | None = None
         self._array: np.ndarray | None = None
+        self._mapped: np.ndarray | None = None
         self._pid: int | None = None
         self._key: str | None = None
         self._shape: tuple[int, ...] | None = None
@@ -400,6 +424,11 @@ class MatSliceReader:
                 tuple(ds.shape),
                 _h5_is_complex(ds, self.path),
             )
+            try:
+                self._mapped = _memory_map(ds, self.path)
+            except BaseException:
+                f.close()
+                raise
         if len(self._shape) not in (4, 5):
             shape = self._shape
             self.close()
@@ -458,10 +487,28 @@ class MatSliceReader:
 
     def _read_into(self, out: np.ndarray, t: int, z: int) -> None:
         sel = self._selection(t, z)
-        if self._array is not None:
+        if self._mapped is not None:
+            out[...] = self._mapped[sel]
+        elif self._array is not None:
             out[...] = self._array[sel]
         else:
             _h5_read(self._ds, self.path, out, sel)
+
+    def read_rows(self, t: int, z: int, rows: Sequence[int]) -> np.ndarray:
+        """ky rows ``rows`` of frame ``t``, slice ``z``: ``(nc, len(rows), nx)`` complex64.
+
+        What a line mask samples of the slab, without reading the rest (from the memory map or a v5 array; an
+        h5py dataset reads the whole slab, which is faster than an HDF5 selection of scattered rows).
+        """
+        self._ensure_open()
+        sel = self._selection(t, z)
+        rows = np.asarray(rows, dtype=np.intp)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.ny):
+            raise ShapeError.at(self.path, f"ky rows {rows.min()}..{rows.max()} are outside ny={self.ny}")
+        source = self._mapped if self._mapped is not None else self._array
+        if source is not None:
+            return np.take(source[sel], rows, axis=-2).astype(np.complex64, copy=False)
+        return np.take(self.read_slab(t, z), rows, axis=-2)
 
     def read_slab(self, t: int, z: int) -> np.ndarray:
         """Coil k-space of frame ``t``, slice ``z``: ``(nc, ny, nx)`` complex64."""

@@ -152,6 +152,13 @@ class RandKspaceMaskd(Randomizable, MapTransform):
 
     ``acs_width`` (fully sampled central ky lines) defaults to the item's ``acs_width``: 16 for CMRxRecon2024
     files, 24 for CMRxRecon2023 files, as in their official masks.
+
+    ``num_frames`` lets the mask be drawn **before** the k-space is read: for an item without any of ``keys``,
+    the stack is the ``num_frames`` neighbour frames of ``d['t']`` among ``d['nt']`` (as the loader picks them)
+    and its size ``d['nx'] × d['ny']`` (every :func:`~bundle.data.build_datalist` item has these). A loader
+    with ``read_sampled_lines`` then reads only the ky lines the mask samples. Items that bring their own mask
+    (``mask_file``, or ``kind`` ``'undersampled'``) are left for the loader. The mask is the same as when it is
+    drawn after loading.
     """
 
     def __init__(
@@ -166,8 +173,10 @@ class RandKspaceMaskd(Randomizable, MapTransform):
         keys: KeysCollection = "kspace_full",
         mask_key: str = "mask",
         allow_missing_keys: bool = False,
+        num_frames: int | None = None,
     ):
         MapTransform.__init__(self, keys, allow_missing_keys)
+        self.num_frames = None if num_frames is None else _as_int("num_frames", num_frames, 1)
         if isinstance(patterns, str):
             patterns = (patterns,)
         self.patterns = tuple(canonical_pattern(p) for p in patterns)
@@ -215,27 +224,43 @@ class RandKspaceMaskd(Randomizable, MapTransform):
         # A cryptographic digest, unlike hash(), is the same in every process and Python run.
         return np.random.RandomState(int.from_bytes(hashlib.sha256(key).digest()[:4], "little"))
 
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        if self.mask_key in d:
-            return d
+    def _stack_size(self, d: dict) -> tuple[int, int, int] | None:
+        """``(F, nx, ny)`` of the stack the mask is for, or None when this item gets no mask from here."""
+        keys = [key for key in self.keys if key in d]
+        if not keys and self.num_frames is not None:  # before loading: the item's metadata says
+            if d.get("mask_file") or d.get("kind", "full") != "full":
+                return None
+            missing = [k for k in ("nx", "ny", "nt", "t") if d.get(k) is None]
+            if missing:
+                raise _error(ShapeError, d, f"a mask drawn before loading needs the item's {missing}")
+            return self.num_frames, int(d["nx"]), int(d["ny"])
         keys = list(self.key_iterator(d))
         if not keys:
-            return d
+            return None
         key = keys[0]
         for other in keys[1:]:  # one mask serves every key, so every key must be a stack of the same frames
             if tuple(d[other].shape[:1] + d[other].shape[2:]) != tuple(d[key].shape[:1] + d[key].shape[2:]):
                 raise _error(
                     ShapeError, d, f"{other} {tuple(d[other].shape)} and {key} {tuple(d[key].shape)} need one mask"
                 )
+        if d[key].ndim != 4:
+            raise _error(ShapeError, d, f"{key} must be (F, C, nx, ny), got shape {tuple(d[key].shape)}")
+        f, _, nx, ny = d[key].shape
+        return f, nx, ny
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        if self.mask_key in d:
+            return d
+        size = self._stack_size(d)
+        if size is None:
+            return d
         if self.deterministic:
             pattern, acceleration, rng = self._draw(self._stable_state(d))
         else:
             self.randomize(d)
             pattern, acceleration, rng = self._choice
-        if d[key].ndim != 4:
-            raise _error(ShapeError, d, f"{key} must be (F, C, nx, ny), got shape {tuple(d[key].shape)}")
-        f, _, nx, ny = d[key].shape
+        f, nx, ny = size
         nt = int(d.get("nt", f))
         frames = d.get("frames")
         if frames is None:
@@ -244,8 +269,7 @@ class RandKspaceMaskd(Randomizable, MapTransform):
         if len(frames) != f:
             raise _error(ShapeError, d, f"{len(frames)} frame indices for a stack of {f} frames")
         acs_width = _acs_width(self.acs_width, d)
-        series_mask = make_mask(pattern, acceleration, nt, nx, ny, rng=rng, acs_width=acs_width)
-        d[self.mask_key] = np.ascontiguousarray(series_mask[frames])
+        d[self.mask_key] = make_mask(pattern, acceleration, nt, nx, ny, rng=rng, acs_width=acs_width, frames=frames)
         d["pattern"] = pattern
         d["acceleration"] = acceleration
         return d

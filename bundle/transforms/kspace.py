@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-from bundle.arrays import swapped_copy
+from bundle.arrays import swapped_copy, zero_filled_columns
 from bundle.errors import EmptySliceError, MaskMismatchError, NonFiniteDataError, ShapeError
 from bundle.mri import centered_bounds, ifft2c, ifft2c_np, rss, rss_np
 from bundle.transforms.masks import is_cartesian
@@ -21,6 +21,7 @@ from bundle.transforms.masks import is_cartesian
 __all__ = [
     "NORMALIZATION_MODES",
     "undersample",
+    "sampled_lines",
     "extract_acs",
     "acs_window",
     "coil_compression_matrix",
@@ -64,14 +65,14 @@ def undersample(kspace, mask, file: str | os.PathLike | None = None):
         return kspace * m
     # Cast so that a float64 mask (MATLAB double) does not promote complex64 k-space to complex128.
     m = np.asarray(mask).astype(np.real(kspace).dtype, copy=False)
-    lines = _sampled_lines(m)
+    lines = sampled_lines(m)
     if lines is not None:
         return _copy_lines(kspace, lines)
     m = m[:, None] if m.ndim == 3 else m
     return np.multiply(kspace, m, out=np.empty(kspace.shape, np.result_type(kspace, m)))
 
 
-def _sampled_lines(mask: np.ndarray) -> np.ndarray | None:
+def sampled_lines(mask: np.ndarray) -> np.ndarray | None:
     """``(F|1, ny)`` bool when the 0/1 ``mask`` ``(F, nx, ny)`` or ``(nx, ny)`` samples whole ky lines, else None."""
     m = mask if mask.ndim == 3 else mask[None]
     first = m[:, 0, :]
@@ -86,11 +87,8 @@ def _copy_lines(kspace: np.ndarray, lines: np.ndarray) -> np.ndarray:
     Same values as the product (up to the sign of zero), but it touches only the sampled lines of a stack
     that may be a transposed view of the file's order, and writes a C-contiguous result.
     """
-    out = np.zeros(kspace.shape, kspace.dtype)
-    for f in range(kspace.shape[0]):
-        cols = np.flatnonzero(lines[f if lines.shape[0] > 1 else 0])
-        out[f][..., cols] = kspace[f][..., cols]
-    return out
+    columns = [np.flatnonzero(lines[f if lines.shape[0] > 1 else 0]) for f in range(kspace.shape[0])]
+    return zero_filled_columns(kspace.shape, columns, [k[..., cols] for k, cols in zip(kspace, columns)], kspace.dtype)
 
 
 def extract_acs(kspace, mask_or_width=16, *, radial: bool | None = None, acs_width: int = 16):
@@ -259,7 +257,15 @@ def centre_frame_target(kspace_full):
     # on the image, which the magnitude drops; the fftshift after it commutes with the magnitude. So the two
     # complex shifts become one shift of the real image.
     coils = np.fft.ifft2(source, norm="ortho")
-    image = np.fft.fftshift(np.sqrt((coils.real * coils.real + coils.imag * coils.imag).sum(0)))
+    # Σ_c (re² + im²), coil by coil in place: the same additions in the same order as ``(...).sum(0)`` (so the
+    # same bits), without two stack-sized temporaries.
+    power = coils[0].real * coils[0].real
+    power += coils[0].imag * coils[0].imag
+    for coil in coils[1:]:
+        term = coil.real * coil.real
+        term += coil.imag * coil.imag
+        power += term
+    image = np.fft.fftshift(np.sqrt(power, out=power))
     if transposed:
         return np.ascontiguousarray(image.T, dtype=np.float32)[None], swapped_copy(stored)
     return image.astype(np.float32, copy=False)[None], source

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -292,26 +293,31 @@ def make_mask(
     ny: int,
     rng: np.random.Generator | None = None,
     acs_width: int = 16,
+    frames: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Mask ``(nt, nx, ny)`` float32 0/1 of any pattern; Cartesian patterns are constant along kx.
 
     ``pattern`` is one of :data:`PATTERNS` (any case, or ``kt_uniform``-style). ``rng`` is only used by
     ktGaussian; when it is ``None`` a fresh, unseeded generator is used, so pass one for reproducibility.
-    For ktRadial ``acs_width`` is the side of the central ACS block.
+    For ktRadial ``acs_width`` is the side of the central ACS block. ``frames`` returns only those frames of
+    the series, ``(len(frames), nx, ny)``: the same values as indexing the whole mask, without expanding every
+    frame to full size first.
     """
     name = canonical_pattern(pattern)
     nt = _as_int("nt", nt, 1)
     nx = _as_int("nx", nx, 1)
     ny = _as_int("ny", ny, 1)
+    pick = slice(None) if frames is None else np.asarray(frames, dtype=np.intp)
     if name == "ktRadial":
-        return kt_radial_mask(nt, nx, ny, acceleration, acs_block=acs_width)
+        return np.ascontiguousarray(kt_radial_mask(nt, nx, ny, acceleration, acs_block=acs_width)[pick])
     if name == "Uniform":
         lines = np.broadcast_to(uniform_mask(ny, acceleration, acs_width), (nt, ny))
     elif name == "ktUniform":
         lines = kt_uniform_mask(nt, ny, acceleration, acs_width)
     else:
         lines = kt_gaussian_mask(nt, ny, acceleration, np.random.default_rng() if rng is None else rng, acs_width)
-    return np.ascontiguousarray(np.broadcast_to(lines[:, None, :], (nt, nx, ny)), dtype=np.float32)
+    lines = lines[pick]
+    return np.ascontiguousarray(np.broadcast_to(lines[:, None, :], (len(lines), nx, ny)), dtype=np.float32)
 
 
 def is_cartesian(mask, acs_width: int = 16) -> bool:
