@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["all_finite", "swapped_copy", "contiguous", "zero_filled_columns"]
+__all__ = ["all_finite", "sum_of_squares", "swapped_copy", "contiguous", "zero_filled_columns"]
 
 # Rows of the source copied per block: a (block, n) strip and its (n, block) destination stay in the L2 cache,
 # while numpy's element-wise strided copy walks the destination column by column. 8 rows: 1.6 ms for a 10-coil
@@ -26,15 +26,17 @@ def all_finite(x: np.ndarray) -> bool:
     x = np.asarray(x)
     if x.dtype.kind not in "fc" or x.size == 0:
         return True
+    return bool(np.isfinite(sum_of_squares(x)) or np.isfinite(x).all())
+
+
+def sum_of_squares(x: np.ndarray) -> float:
+    """``Σ |x|²`` of a float or complex array, accumulated in its precision (NaN/Inf propagate; may overflow)."""
+    x = np.asarray(x)
     with np.errstate(over="ignore", invalid="ignore"):
         if x.flags.c_contiguous:
             flat = x.reshape(-1).view(x.real.dtype) if x.dtype.kind == "c" else x.reshape(-1)
-            total = np.dot(flat, flat)
-        else:
-            total = x.sum()
-        if np.isfinite(total):
-            return True
-    return bool(np.isfinite(x).all())
+            return float(np.dot(flat, flat))
+        return float(np.sum(x.real * x.real) + np.sum(x.imag * x.imag)) if x.dtype.kind == "c" else float(np.sum(x * x))
 
 
 def swapped_copy(x: np.ndarray) -> np.ndarray:
@@ -72,8 +74,11 @@ def zero_filled_columns(shape: tuple[int, ...], columns, blocks, dtype=np.comple
     k-space stack built from only its sampled ky lines, without a product over the whole stack.
     """
     out = np.empty(shape, dtype)
-    planes = out.reshape(shape[0], -1, *shape[-2:])
+    # Moved as same-size integers: NumPy's fancy assignment copies complex64 ~1.3x slower than int64.
+    bits = np.dtype(f"i{out.itemsize}") if out.itemsize in (1, 2, 4, 8) else out.dtype
+    planes = out.reshape(shape[0], -1, *shape[-2:]).view(bits)
     for f, (cols, block) in enumerate(zip(columns, blocks, strict=True)):
+        block = np.asarray(block, dtype).view(bits)
         block = np.broadcast_to(block, (*shape[1:-1], len(cols))).reshape(-1, shape[-2], len(cols))
         # Zero and fill one (rows, n) plane at a time, so the scattered writes hit a plane still in the cache
         # instead of a second pass over the whole stack (about 1.3x faster for 10-coil 512×246 frames).

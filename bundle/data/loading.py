@@ -15,7 +15,7 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 from monai.transforms import MapTransform
 
-from ..arrays import all_finite, swapped_copy, zero_filled_columns
+from ..arrays import all_finite, sum_of_squares, swapped_copy, zero_filled_columns
 from ..errors import CMRDataError, EmptySliceError, MaskMismatchError, NonFiniteDataError, ShapeError
 from ..mri import neighbour_frame_indices
 from ..transforms.kspace import sampled_lines
@@ -227,9 +227,11 @@ class LoadCMRSliced(MapTransform):
             centre, rows, blocks = self._read_lines(reader, z, frames, lines)
         except CMRDataError as err:
             raise type(err).at(err.path or path, f"{where}: {err.problem}") from err
-        if self.check_finite and not (all_finite(centre) and all(all_finite(b) for b in blocks)):
+        energy = sum_of_squares(centre)  # one pass tells both: finite, and (when > 0) not all zeros
+        finite = np.isfinite(energy) or all_finite(centre)
+        if self.check_finite and not (finite and all(all_finite(b) for b in blocks)):
             raise NonFiniteDataError.at(path, f"{where}: k-space contains NaN or Inf (frames {frames})")
-        if not centre.any():
+        if not energy > 0 and not centre.any():  # 0 can also be tiny values whose squares underflow
             raise EmptySliceError.at(path, f"{where}: the target frame is all zeros")
         shape = (len(frames), reader.nc, reader.nx, reader.ny)
         # (nc, L, nx) rows of the file's order become columns of the model's (nc, nx, ny).
