@@ -223,10 +223,7 @@ class LoadCMRSliced(MapTransform):
 
     def _load_sampled_lines(self, d: dict, reader: MatSliceReader, z: int, frames: list[int], mask, lines) -> dict:
         path, where = reader.path, f"z={z}, t={d['t']}"
-        try:
-            centre, rows, blocks = self._read_lines(reader, z, frames, lines)
-        except CMRDataError as err:
-            raise type(err).at(err.path or path, f"{where}: {err.problem}") from err
+        centre, rows, blocks = self._read_lines(reader, z, frames, lines)  # read errors: __call__ adds where
         energy = sum_of_squares(centre)  # one pass tells both: finite, and (when > 0) not all zeros
         finite = np.isfinite(energy) or all_finite(centre)
         if self.check_finite and not (finite and all(all_finite(b) for b in blocks)):
@@ -255,7 +252,7 @@ class LoadCMRSliced(MapTransform):
                     return self._load_sampled_lines(d, reader, z, frames, mask, lines)
             kspace = self._read_frames(reader, z, frames)
         except CMRDataError as err:
-            if err.problem.startswith(where):
+            if err.problem.startswith(where):  # raised by the sampled-line path, which names the sample itself
                 raise
             # Say which sample failed, keeping the specific error type (and its file) for the caller.
             raise type(err).at(err.path or path, f"{where}: {err.problem}") from err
