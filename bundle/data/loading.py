@@ -80,6 +80,10 @@ class LoadCMRSliced(MapTransform):
     The finiteness check covers what was read: every value that reaches the model or the target. Other masks
     (radial) and undersampled files are read as usual.
 
+    ``memory_map`` (default True) reads contiguous complex64 files through a memory map
+    (:class:`~bundle.data.matio.MatSliceReader`); set it False where page faults are slow, e.g. on some network
+    file systems, to read every slab with one HDF5 read (sampled lines then cost a whole-slab read each).
+
     Open files are kept in a per-process LRU cache of ``max_open_files`` readers (DataLoader workers each get
     an empty cache, since pickling drops it).
 
@@ -97,6 +101,7 @@ class LoadCMRSliced(MapTransform):
         slab_cache: int = 0,
         mark_bad: bool = False,
         read_sampled_lines: bool = False,
+        memory_map: bool = True,
     ):
         super().__init__(keys=("file",))
         if num_adj_frames < 1 or num_adj_frames % 2 == 0:
@@ -109,6 +114,7 @@ class LoadCMRSliced(MapTransform):
         self.contiguous = bool(contiguous)
         self.mark_bad = bool(mark_bad)
         self.read_sampled_lines = bool(read_sampled_lines)
+        self.memory_map = bool(memory_map)
         if slab_cache < 0:
             raise ValueError(f"slab_cache must be >= 0, got {slab_cache}")
         self.slab_cache = int(slab_cache)
@@ -122,7 +128,7 @@ class LoadCMRSliced(MapTransform):
     def _reader(self, path: str) -> MatSliceReader:
         reader = self._readers.pop(path, None)
         if reader is None:
-            reader = MatSliceReader(path)
+            reader = MatSliceReader(path, memory_map=self.memory_map)
         self._readers[path] = reader  # most recently used last
         while len(self._readers) > self.max_open_files:
             self._readers.popitem(last=False)[1].close()
