@@ -102,7 +102,7 @@ def test_demo_2023_variables_and_masks(tree):
     with pytest.raises(ValueError, match="layout 2023"):
         series_kspace("aorta_sag", "P001", size="tiny", layout="2023")
     with pytest.raises(ValueError, match="layout"):
-        make_demo_dataset(tree.parent.parent / "unused", size="tiny", layout="2025")
+        make_demo_dataset(tree.parent.parent / "unused", size="tiny", layout="2022")
 
 
 def test_make_demo_data_cli_layout_option():

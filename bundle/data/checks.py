@@ -39,7 +39,7 @@ from ..errors import (
     NonFiniteDataError,
     ShapeError,
 )
-from .index import FileRecord, _expected_mask_path, _mask_task, scan_dataset
+from .index import FileRecord, scan_dataset
 from .matio import MatSliceReader, read_mat
 
 __all__ = [
@@ -122,16 +122,19 @@ def _check_header(record: FileRecord, reader: MatSliceReader) -> list[Problem]:
     return []
 
 
-def _expected_mask_shapes(task: int | None, nt: int, ny: int, nx: int) -> list[tuple[int, ...]]:
-    # The folder (Mask_Task1 / Mask_Task2) says which form the mask must take; other folders (a 2023
-    # AccFactor folder, whose masks are (ny, nx)) accept both forms, as the loader does.
+def _expected_mask_shapes(task: int | str | None, nt: int, ny: int, nx: int) -> list[tuple[int, ...]]:
+    # The 2024 folder (Mask_Task1 / Mask_Task2) says which form the mask must take; other folders (a 2023
+    # AccFactor folder, whose masks are (ny, nx); 2025 masks, (nt, ny, nx), or (ny, nx) for 4-D series) accept
+    # both forms, as the loader does.
     return {1: [(ny, nx)], 2: [(nt, ny, nx)]}.get(task, [(ny, nx), (nt, ny, nx)])
 
 
 def _mask_origin(record: FileRecord, task: int | None) -> str:
     """How the mismatch message names the mask's kind: ``Task 1``, ``Task 2``, a 2023 mask, or either task."""
-    if task is not None:
+    if isinstance(task, int):
         return f"Task {task}"
+    if record.layout == "2025":
+        return f"a CMRxRecon2025 mask ({task})" if task else "a CMRxRecon2025 mask"
     return "a CMRxRecon2023 mask" if record.layout == "2023" else "Task 1 or 2"
 
 
@@ -142,7 +145,7 @@ def _check_mask(record: FileRecord, mask_path: str) -> list[Problem]:
     except _READ_ERRORS as err:
         return [problem_from_error(err, path=record.path, mask=mask_path)]
     nt, ny, nx = record.nt, record.ny, record.nx
-    task = _mask_task(mask_path)
+    task = record.release.mask_task(mask_path)
     expected = _expected_mask_shapes(task, nt, ny, nx)
     if mask.shape not in expected:
         forms = " or ".join(str(s) for s in expected)
@@ -163,7 +166,7 @@ def _check_mask(record: FileRecord, mask_path: str) -> list[Problem]:
 def _check_masks(record: FileRecord) -> list[Problem]:
     if record.kind == "undersampled":
         if record.mask_path is None:
-            expected = _expected_mask_path(record.path)
+            expected = record.release.mask_path(record.path)
             return [Problem(record.path, "missing_mask", f"no mask file {expected}", mask=None)]
         return _check_mask(record, record.mask_path)
     return [p for _, mask_path in record.masks for p in _check_mask(record, mask_path)]

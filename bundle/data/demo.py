@@ -24,7 +24,16 @@ lines and matrices of at least :data:`MIN_NY_2023` ky lines::
     {Cine,Mapping}/{TrainingSet,ValidationSet}/AccFactor{04,08,10}/Pxxx/<stem>_mask.mat   mask04 / 08 / 10 (ny, nx)
     Mapping/.../Pxxx/{T1map,T2map}.csv              inversion / echo time per frame, beside each Mapping .mat
 
-Patients are numbered from P001 in each split. Every array is a deterministic function of
+CMRxRecon2025 layout (``layout='2025'``): the series of :data:`SERIES_2025` (T2w without a time axis),
+Uniform/ktGaussian/ktRadial masks at R 8/16/24 with 20 ACS lines, patients below ``<Center>/<Vendor>``
+(:data:`SITES_2025`), and the validation tree of one task (:data:`VAL_TASK_2025`) at an unseen centre::
+
+    ChallengeData/MultiCoil/<Modality>/TrainingSet/FullSample/<C>/<V>/Pxxx/<stem>.mat                 kspace
+    ChallengeData/MultiCoil/<Modality>/TrainingSet/Mask_TaskAll/<C>/<V>/Pxxx/<stem>_mask_<P><R>.mat  mask
+    ChallengeData_ValSet/TaskR1/MultiCoil/<Modality>/ValidationSet/UnderSample_TaskR1/<C>/<V>/Pxxx/<stem>_kus_<P><R>.mat
+        (with <stem>_info.csv beside it, and the mask below Mask_TaskR1)
+
+Patients are numbered from P001 in each split (in 2025, in each vendor folder). Every array is a deterministic function of
 ``(seed, split, patient, series)``, so the same seed gives identical arrays whatever else changes.
 """
 
@@ -67,10 +76,22 @@ VAL_TASK2_STEMS = ("cine_lax", "T1map")
 MARKER = "DEMO_DATASET.txt"
 _MIN_NY = 24  # 16 ACS lines plus a few undersampled lines on each side
 _MIN_NX = 32
+#: Smallest ny of a CMRxRecon2025 demo file: its 20 ACS lines plus a few undersampled lines on each side.
+MIN_NY_2025 = 32
 #: Smallest ny of a CMRxRecon2023 demo file: its 24 ACS lines plus a few undersampled lines on each side.
 MIN_NY_2023 = 32
 #: The series of CMRxRecon2023 (Cine and Mapping only).
 SERIES_2023 = ("cine_sax", "cine_lax", "T1map", "T2map")
+#: CMRxRecon2025 demo sites ``(centre, vendor folder)``: training patient ``p`` is at site ``p % 3`` with number
+#: ``p // 3 + 1``, so Center002 has a ``P001`` under each of its two vendors (two people, as in the real data).
+SITES_2025 = (("Center001", "UIH_30T_umr780"), ("Center002", "Siemens_30T_CIMA.X"), ("Center002", "UIH_15T_umr670"))
+#: The site of the CMRxRecon2025 demo validation task, a centre no training patient comes from (as in TaskR1).
+VAL_SITES_2025 = (("Center003", "Siemens_15T_Aera"),)
+#: The CMRxRecon2025 demo validation task.
+VAL_TASK_2025 = "TaskR1"
+#: CMRxRecon2025 sampling: patterns and accelerations of the 2025 mask generator (20 ACS lines).
+PATTERNS_2025 = ("Uniform", "ktGaussian", "ktRadial")
+RATES_2025 = (8, 16, 24)
 
 
 @dataclass(frozen=True)
@@ -97,6 +118,16 @@ SERIES: dict[str, SeriesSpec] = {
     "tagging": SeriesSpec("Tagging", 12, ((448, 180),), (7, 11)),
     "flow2d": SeriesSpec("Flow2d", 10, ((448, 156),), (1, 2), training=False),
     "blackblood": SeriesSpec("BlackBlood", 1, ((512, 220),), (3, 5), training=False),
+}
+
+
+#: CMRxRecon2025 demo series: ``stem -> (spec, phantom kind)``. T2w has no time axis (4-D files), like
+#: BlackBlood, and cine_lax_4ch is one long-axis view. Shapes are plausible, not measured.
+SERIES_2025: dict[str, tuple[SeriesSpec, str]] = {
+    "cine_sax": (SeriesSpec("Cine", 12, ((448, 162), (448, 204)), (9, 11)), "cine_sax"),
+    "cine_lax_4ch": (SeriesSpec("Cine", 12, ((448, 204),), (1, 1)), "cine_lax"),
+    "T1map": (SeriesSpec("Mapping", 9, ((448, 144),), (5, 7)), "T1map"),
+    "T2w": (SeriesSpec("T2w", 1, ((448, 196),), (3, 5)), "blackblood"),
 }
 
 
@@ -144,7 +175,7 @@ def _scaled(n: int, scale: float, minimum: int) -> int:
 
 
 def _min_ny(layout: str) -> int:
-    return MIN_NY_2023 if layout == "2023" else _MIN_NY
+    return {"2023": MIN_NY_2023, "2025": MIN_NY_2025}.get(layout, _MIN_NY)
 
 
 def series_shape(stem: str, preset: SizePreset, layout: str = "2024") -> list[tuple[int, int]]:
@@ -153,7 +184,8 @@ def series_shape(stem: str, preset: SizePreset, layout: str = "2024") -> list[tu
     ``layout='2023'`` raises the smallest ny to :data:`MIN_NY_2023`, room for the 2023 masks' 24 ACS lines.
     """
     min_ny = _min_ny(layout)
-    shapes = [(_scaled(nx, preset.scale, _MIN_NX), _scaled(ny, preset.scale, min_ny)) for nx, ny in SERIES[stem].shapes]
+    spec = SERIES_2025[stem][0] if layout == "2025" else SERIES[stem]
+    shapes = [(_scaled(nx, preset.scale, _MIN_NX), _scaled(ny, preset.scale, min_ny)) for nx, ny in spec.shapes]
     # Clamping to the minimum can merge variants; push the earlier (larger) ones up instead.
     for i in range(len(shapes) - 2, -1, -1):
         nx, ny = shapes[i]
@@ -268,9 +300,10 @@ def series_kspace(
     e.g. to score the demo's inference.
 
     Args:
-        stem: a series name from :data:`SERIES` (from :data:`SERIES_2023` for ``layout='2023'``), e.g.
-            ``'cine_sax'``.
-        patient: ``'P001'``, ``'P002'``, ... (numbered from P001 in each split).
+        stem: a series name from :data:`SERIES` (from :data:`SERIES_2023` for ``layout='2023'``, from
+            :data:`SERIES_2025` for ``'2025'``), e.g. ``'cine_sax'``.
+        patient: ``'P001'``, ``'P002'``, ... (numbered from P001 in each split); for ``layout='2025'`` the key
+            ``'<Center>/<Vendor>/<Pxxx>'``.
         split: ``'TrainingSet'`` or ``'ValidationSet'``.
         seed, size, layout: as given to :func:`make_demo_dataset`.
 
@@ -278,6 +311,10 @@ def series_kspace(
         complex64 ``(nt, nz, nc, ny, nx)``, or ``(nz, nc, ny, nx)`` for ``blackblood`` (h5py order).
     """
     layout = _check_layout(layout)
+    if layout == "2025":
+        if split not in ("TrainingSet", "ValidationSet"):
+            raise ValueError(f"split must be 'TrainingSet' or 'ValidationSet', got {split!r}")
+        return _series_2025(stem, split, _patient_index_2025(patient, split), resolve_size(size), _check_seed(seed))
     stems = SERIES_2023 if layout == "2023" else tuple(SERIES)
     if stem not in stems:
         raise ValueError(f"unknown series {stem!r} for layout {layout}; expected one of {', '.join(stems)}")
@@ -410,9 +447,105 @@ def _write_2023(multicoil: Path, seed: int, preset: SizePreset, n_train: int, n_
     return counts
 
 
+def _patient_index_2025(patient: str, split: str) -> int:
+    """The demo's patient index of a CMRxRecon2025 key ``<Center>/<Vendor>/<Pxxx>`` (see :data:`SITES_2025`)."""
+    sites = SITES_2025 if split == "TrainingSet" else VAL_SITES_2025
+    parts = patient.split("/") if isinstance(patient, str) else []
+    if len(parts) != 3 or (parts[0], parts[1]) not in sites:
+        known = ", ".join(f"{c}/{v}/Pxxx" for c, v in sites)
+        raise ValueError(f"a CMRxRecon2025 demo {split} patient is one of {known}; got {patient!r}")
+    return _patient_index(parts[2]) * len(sites) + sites.index((parts[0], parts[1]))
+
+
+def _patient_key_2025(p: int, split: str) -> tuple[str, str, str]:
+    sites = SITES_2025 if split == "TrainingSet" else VAL_SITES_2025
+    center, vendor = sites[p % len(sites)]
+    return center, vendor, f"P{p // len(sites) + 1:03d}"
+
+
+def _series_2025(stem: str, split: str, p: int, preset: SizePreset, seed: int, anatomy=None) -> np.ndarray:
+    """Fully sampled k-space of one CMRxRecon2025 demo file, in file order (5-D; 4-D for T2w)."""
+    if stem not in SERIES_2025:
+        raise ValueError(f"unknown series {stem!r} for layout 2025; expected one of {', '.join(SERIES_2025)}")
+    spec, kind = SERIES_2025[stem]
+    code, s = _split_code(split) + 2, list(SERIES_2025).index(stem)  # other streams than the 2023/2024 trees
+    if anatomy is None:
+        anatomy = random_anatomy(_rng(seed, code, p))
+    rng = _rng(seed, code, p, s, 0)
+    shapes = series_shape(stem, preset, "2025")
+    nx, ny = shapes[p % len(shapes)]
+    nz_real = int(rng.integers(spec.nz_range[0], spec.nz_range[1] + 1))
+    nz = max(1, min(nz_real, rhu(nz_real * preset.nz_scale)))
+    kspace = synthesize_kspace(kind, spec.nt, nz, ny, nx, rng, nc=NUM_COILS, anatomy=anatomy)
+    return kspace[0] if spec.nt == 1 else kspace  # series without time axis have 4-D files
+
+
+def _mask_2025(pattern: str, rate: int, nt: int, nx: int, ny: int, rng: np.random.Generator) -> np.ndarray:
+    """A CMRxRecon2025 mask in file order, float64 0/1, 20 ACS lines: ``(nt, ny, nx)``, ``(ny, nx)`` for nt = 1."""
+    mask = make_mask(pattern, rate, nt, nx, ny, rng=rng, acs_width=ACS_WIDTHS["2025"]).transpose(0, 2, 1)
+    return (mask[0] if nt == 1 else mask).astype(np.float64)
+
+
+def _info_csv(path: Path, stem: str, shape: tuple[int, ...]) -> None:
+    # The real _info.csv columns are not documented; the bundle never reads them. This stand-in says so.
+    path.write_text(f"note,series,shape\nsynthetic demo stand-in,{stem},{'x'.join(map(str, shape))}\n")
+
+
+def _write_2025(challenge_root: Path, seed: int, preset: SizePreset, n_train: int, n_val: int) -> dict[str, int]:
+    """Write the CMRxRecon2025 training tree and the validation tree of one task; counts per variable."""
+    counts = {"kspace": 0, "kus": 0, "mask": 0, "csv": 0}
+    stems = list(SERIES_2025)
+    train = challenge_root / "ChallengeData" / "MultiCoil"
+    val = challenge_root / "ChallengeData_ValSet" / VAL_TASK_2025 / "MultiCoil"
+    for split, n_patients in (("TrainingSet", n_train), ("ValidationSet", n_val)):
+        code = _split_code(split) + 2
+        for p in range(n_patients):
+            center, vendor, pid = _patient_key_2025(p, split)
+            anatomy = random_anatomy(_rng(seed, code, p))
+            for s, stem in enumerate(stems):
+                spec = SERIES_2025[stem][0]
+                mask_rng = _rng(seed, code, p, s, 1)
+                kspace = _series_2025(stem, split, p, preset, seed, anatomy)
+                nt = kspace.shape[0] if kspace.ndim == 5 else 1
+                ny, nx = kspace.shape[-2:]
+                site = Path(center, vendor, pid)
+                if split == "TrainingSet":
+                    base = train / spec.modality / split
+                    write_mat(base / "FullSample" / site / f"{stem}.mat", kspace=kspace)
+                    counts["kspace"] += 1
+                    for k, pattern in enumerate(PATTERNS_2025):
+                        rate = RATES_2025[(s + p + k) % len(RATES_2025)]
+                        mask = _mask_2025(pattern, rate, nt, nx, ny, mask_rng)
+                        write_mat(base / "Mask_TaskAll" / site / f"{stem}_mask_{pattern}{rate}.mat", mask=mask)
+                        counts["mask"] += 1
+                    continue
+                # One pattern and R per series and patient, as in the official validation set.
+                pattern = PATTERNS_2025[(s + p) % len(PATTERNS_2025)]
+                rate = RATES_2025[(s + 2 * p) % len(RATES_2025)]
+                mask = _mask_2025(pattern, rate, nt, nx, ny, mask_rng)
+                base = val / spec.modality / split
+                name = f"{pattern}{rate}.mat"
+                write_mat(base / f"Mask_{VAL_TASK_2025}" / site / f"{stem}_mask_{name}", mask=mask)
+                folder = base / f"UnderSample_{VAL_TASK_2025}" / site
+                m = mask[:, None, None] if mask.ndim == 3 else mask
+                write_mat(folder / f"{stem}_kus_{name}", kus=kspace * m.astype(np.float32))
+                _info_csv(folder / f"{stem}_info.csv", stem, kspace.shape)
+                counts["mask"] += 1
+                counts["kus"] += 1
+                counts["csv"] += 1
+    return counts
+
+
 def _marker_text(layout: str, seed: int, preset: SizePreset, n_train: int, n_val: int, counts) -> str:
     """Text of ``DEMO_DATASET.txt``; the CMRxRecon2024 text is kept exactly as it always was."""
-    if layout == "2024":
+    if layout == "2025":
+        head = (
+            "SYNTHETIC DATA - not CMRxRecon2025. Numerical phantom written by bundle.data.demo.make_demo_dataset\n"
+            "in the official CMRxRecon2025 layout (ChallengeData/MultiCoil training tree with Center/Vendor/Patient\n"
+            f"folders, ChallengeData_ValSet/{VAL_TASK_2025} validation tree) and MATLAB v7.3 format, for demos and\n"
+            "tests only.\nlayout: CMRxRecon2025\n"
+        )
+    elif layout == "2024":
         head = (
             "SYNTHETIC DATA - not CMRxRecon2024. Numerical phantom written by bundle.data.demo.make_demo_dataset\n"
             "in the official ChallengeData/MultiCoil layout and MATLAB v7.3 format, for demos and tests only.\n"
@@ -455,8 +588,10 @@ def make_demo_dataset(
         num_train_patients, num_val_patients: override the preset's patient counts. Training patient P002
             has no Aorta and P005 no Tagging, and matrix variants rotate over patients, so two training
             patients are needed for two cine_sax and cine_lax matrix sizes.
-        layout: ``'2024'`` (default) or ``'2023'``: the CMRxRecon2023 tree of the module docstring (Cine and
-            Mapping only, AccFactor folders, masks beside their k-space, times CSVs in Mapping folders).
+        layout: ``'2024'`` (default), ``'2023'``: the CMRxRecon2023 tree of the module docstring (Cine and
+            Mapping only, AccFactor folders, masks beside their k-space, times CSVs in Mapping folders), or
+            ``'2025'``: a CMRxRecon2025 training tree (at least three patients at :data:`SITES_2025`: two
+            centres, three vendors, a repeated patient number) and a ``ChallengeData_ValSet/TaskR1`` tree.
 
     Raises:
         FileExistsError: ``root/ChallengeData`` exists and is not empty, and ``overwrite`` is false.
@@ -476,7 +611,16 @@ def make_demo_dataset(
     root = Path(root)
     challenge = _prepare_root(root, overwrite)
     multicoil = challenge / "MultiCoil"
-    write = _write_2023 if layout == "2023" else _write_2024
-    counts = write(multicoil, seed, preset, n_train, n_val)
+    if layout == "2025":
+        n_train = max(n_train, len(SITES_2025)) if num_train_patients is None else n_train
+        valset = root / "ChallengeData_ValSet"
+        if valset.exists():
+            if not overwrite:
+                raise FileExistsError(f"{valset} already exists; pass overwrite=True (--overwrite) to replace it")
+            shutil.rmtree(valset)
+        counts = _write_2025(root, seed, preset, n_train, n_val)
+    else:
+        write = _write_2023 if layout == "2023" else _write_2024
+        counts = write(multicoil, seed, preset, n_train, n_val)
     (root / MARKER).write_text(_marker_text(layout, seed, preset, n_train, n_val, counts))
     return multicoil

@@ -1,30 +1,18 @@
 """Index of a CMRxRecon ``MultiCoil`` tree: files, masks, shape groups, 2-D items and the patient split.
 
-Two challenge releases are understood. Which one a tree is comes from its folder names (:func:`detect_layout`)
-and is stored per file in :attr:`FileRecord.layout`.
+Three challenge releases are understood; their folder rules live in :mod:`bundle.data.layout` (one
+:class:`~bundle.data.layout.Release` object each), and which release a tree is comes from its folder names
+(:func:`detect_layout`). The release is stored per file in :attr:`FileRecord.layout`.
 
-CMRxRecon2024 (``'2024'``): six modalities; undersampled files only in the ValidationSet and TestSet, named
-after their pattern and acceleration, with the mask in a parallel ``Mask_Task*`` folder::
+* CMRxRecon2023 (``'2023'``): Cine and Mapping; ``AccFactor04/08/10`` folders of undersampled k-space with the
+  mask beside each file; 24 ACS lines.
+* CMRxRecon2024 (``'2024'``): six modalities; ``UnderSample_Task{1,2}`` and ``Mask_Task{1,2}`` folders; 16 ACS lines.
+* CMRxRecon2025 (``'2025'``): ``<Center>/<Vendor>/<Pxxx>`` below each data folder, ``Mask_TaskAll`` training
+  masks, one validation tree per task (``ChallengeData_ValSet/<Task>/MultiCoil``); 20 ACS lines. Patients are
+  keyed ``<Center>/<Vendor>/<Pxxx>``: the same ``Pxxx`` under two vendors is two people.
 
-    MultiCoil/<Modality>/TrainingSet/FullSample/Pxxx/<stem>.mat                  kspace_full
-    MultiCoil/<Modality>/TrainingSet/Mask_Task{1,2}/Pxxx/<stem>_mask_<P><R>.mat  mask
-    MultiCoil/<Modality>/{ValidationSet,TestSet}/UnderSample_Task{1,2}/Pxxx/<stem>_kus_<P><R>.mat  kus
-    MultiCoil/<Modality>/{ValidationSet,TestSet}/Mask_Task{1,2}/Pxxx/<stem>_mask_<P><R>.mat
-
-CMRxRecon2023 (``'2023'``): Cine (``cine_sax``, ``cine_lax``) and Mapping (``T1map``, ``T2map``) only; equispaced
-(Uniform) sampling whose acceleration is the folder name, with 24 ACS lines instead of 16; the mask sits next
-to its k-space file. The TrainingSet has FullSample *and* AccFactor folders, the other sets AccFactor only::
-
-    MultiCoil/{Cine,Mapping}/TrainingSet/FullSample/Pxxx/<stem>.mat                    kspace_full
-    MultiCoil/{Cine,Mapping}/<Set>/AccFactor{04,08,10}/Pxxx/<stem>.mat                 kspace_sub04 / 08 / 10
-    MultiCoil/{Cine,Mapping}/<Set>/AccFactor{04,08,10}/Pxxx/<stem>_mask.mat            mask04 / 08 / 10
-
-The AccFactor masks of a training patient double as the official masks of its full-sample file (named
-``Uniform4``, ``Uniform8``, ``Uniform10``), like the ``Mask_Task*`` files of 2024. Mapping folders of 2023 also
-hold ``.csv`` files of inversion/echo times; only ``.mat`` files are ever read.
-
-Scanning reads only HDF5 metadata (shapes), never k-space. Shapes are in h5py order
-``(nt, nz, nc, ny, nx)`` in both releases; 4-D BlackBlood files get ``nt = 1``.
+Scanning reads only HDF5 metadata (shapes), never k-space. Shapes are in h5py order ``(nt, nz, nc, ny, nx)`` in
+every release; 4-D files (BlackBlood; T1w and T2w in 2025) get ``nt = 1``.
 
 Items are plain JSON-serialisable dicts (a MONAI datalist), one per ``(z, t)`` target (and per mask when
 several official masks are selected), consumed by :class:`bundle.data.loading.LoadCMRSliced`.
@@ -45,7 +33,21 @@ from types import MappingProxyType
 import numpy as np
 
 from ..errors import CMRDataError, EmptyDatasetError, MatFileError, MissingKeyError, ShapeError
-from .matio import mat_shape
+from .layout import (
+    ACS_WIDTHS,
+    LAYOUTS,
+    RELEASES,
+    SPLITS,
+    TASKS_2025,
+    Release,
+    folder_release,
+    release_of_path,
+    series_type,
+    series_view,
+    subdirs,
+    tree_release,
+)
+from .matio import mat_shape, mat_variables
 
 __all__ = [
     "SPLITS",
@@ -60,12 +62,14 @@ __all__ = [
     "series_view",
     "parse_pattern",
     "find_multicoil",
+    "find_multicoil_roots",
     "scan_dataset",
     "training_patients",
     "assign_groups",
     "build_items",
     "split_patients",
     "split_by_patient",
+    "split_by_site",
     "save_split",
     "load_split",
     "build_datalist",
@@ -73,16 +77,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("TrainingSet", "ValidationSet", "TestSet")
-
-#: Challenge releases whose tree layout is understood (see the module docstring).
-LAYOUTS = ("2023", "2024")
-
-#: Width, in ky lines, of the fully sampled centre (ACS band) of the official masks of each release.
-ACS_WIDTHS: Mapping[str, int] = MappingProxyType({"2023": 24, "2024": 16})
-
 #: CMRxRecon2024 training files holding only background or unusable data, as ``<patient>_<series>``. Patient
-#: ids are numbered per release, so these names say nothing about a CMRxRecon2023 tree.
+#: ids are numbered per release, so these names say nothing about a CMRxRecon2023 or 2025 tree (no known-bad
+#: files have been published for CMRxRecon2025).
 DEFAULT_EXCLUDE: tuple[str, ...] = ("P077_aorta_sag", "P105_tagging", "P065_aorta_sag", "P117_aorta_tra")
 
 #: CMRxRecon2024 training files to trim. Frames are the first h5py axis, slices the second; whether the
@@ -99,33 +96,10 @@ _TRIM_KEYS = {"drop_last_frames", "drop_last_slices", "drop_slices"}
 
 _PATTERN = re.compile(r"^(?P<pattern>[A-Za-z]+)(?P<acc>\d+)$")
 _KUS_NAME = re.compile(r"^(?P<stem>.+?)_kus_(?P<name>[A-Za-z]+\d+)$")
-_MASK_NAME = re.compile(r"^(?P<stem>.+?)_mask_(?P<name>[A-Za-z]+\d+)$")
-_UNDERSAMPLE_DIR = re.compile(r"^UnderSample_Task(\d+)$")
-_MASK_DIR = re.compile(r"^Mask_Task(\d+)$")
-_ACCFACTOR_DIR = re.compile(r"^AccFactor(\d+)$")
-_MASK_2023_SUFFIX = "_mask"  # 2023: <stem>_mask.mat beside <stem>.mat
+_VALSET_DIR = "ChallengeData_ValSet"
 
 
 # --------------------------------------------------------------------------------------------------- naming
-
-
-def series_type(name: str | os.PathLike) -> str:
-    """``'blackblood'``, ``'mapping'`` or ``'cine'`` (cine-like: cine, aorta, tagging, flow2d) from a file name.
-
-    Only the base name is inspected, case-insensitively, as the official scripts do: it contains ``blackblood``
-    -> BlackBlood; ``T1map``/``T2map`` (or the modality name ``mapping``) -> mapping; anything else is cine-like.
-    """
-    base = os.path.basename(os.fspath(name)).lower()
-    if "blackblood" in base:
-        return "blackblood"
-    if "t1map" in base or "t2map" in base or "mapping" in base:
-        return "mapping"
-    return "cine"
-
-
-def series_view(series: str) -> str:
-    """Lower-case view of a series: ``cine_sax -> 'sax'``, ``aorta_tra -> 'tra'``, ``T1map -> 't1map'``."""
-    return series.rsplit("_", 1)[-1].lower()
 
 
 def parse_pattern(name: str) -> tuple[str, int]:
@@ -141,12 +115,17 @@ def parse_pattern(name: str) -> tuple[str, int]:
 
 @dataclasses.dataclass(frozen=True)
 class FileRecord:
-    """One k-space file of the tree. ``shape`` is the h5py-order shape; ``nt == 1`` for 4-D BlackBlood."""
+    """One k-space file of the tree. ``shape`` is the h5py-order shape; ``nt == 1`` for 4-D files.
+
+    ``patient`` names one person in its release: ``Pxxx`` in 2023/2024, ``<Center>/<Vendor>/<Pxxx>`` in 2025
+    (whose ``center`` and ``vendor`` are also set). ``task``: 2024 ``1``/``2``, 2025 ``'TaskR1'`` ... for
+    undersampled files, else ``None``.
+    """
 
     path: str
     kind: str  # 'full' | 'undersampled'
     split: str  # 'TrainingSet' | 'ValidationSet' | 'TestSet'
-    task: int | None
+    task: int | str | None
     modality: str
     patient: str
     series: str
@@ -162,7 +141,9 @@ class FileRecord:
     ny: int
     nx: int
     group: str | None = None
-    layout: str = "2024"  # '2023' | '2024': the challenge release whose layout the file is in
+    layout: str = "2024"  # '2023' | '2024' | '2025': the challenge release whose layout the file is in
+    center: str | None = None
+    vendor: str | None = None
 
     @property
     def shape_key(self) -> str:
@@ -178,71 +159,96 @@ class FileRecord:
         return series_type(self.series)
 
     @property
+    def release(self) -> Release:
+        return RELEASES[self.layout]
+
+    @property
     def acs_width(self) -> int:
-        """ACS lines of this release's official masks: 24 for CMRxRecon2023, 16 for CMRxRecon2024."""
+        """ACS lines of this release's official masks: 24 (2023), 16 (2024), 20 (2025)."""
         return ACS_WIDTHS[self.layout]
 
 
+def _has_split(folder: Path) -> bool:
+    return folder.is_dir() and any((m / s).is_dir() for m in subdirs(folder) for s in SPLITS)
+
+
 def find_multicoil(root: str | os.PathLike) -> Path:
-    """The ``MultiCoil`` folder for ``root``: that folder, its parent ``ChallengeData``, or a folder above."""
+    """The ``MultiCoil`` folder for ``root``: that folder, its parent ``ChallengeData``, or a folder above.
+
+    For a root with several ``MultiCoil`` trees (a CMRxRecon2025 ``ChallengeData_ValSet``), the first; see
+    :func:`find_multicoil_roots` for all of them.
+    """
+    return find_multicoil_roots(root)[0]
+
+
+def _task_roots(folder: Path) -> list[Path]:
+    """``<Task>/MultiCoil`` trees directly below ``folder`` (a CMRxRecon2025 ``ChallengeData_ValSet``)."""
+    if not folder.is_dir():
+        return []
+    return [t / "MultiCoil" for t in subdirs(folder) if t.name in TASKS_2025 and _has_split(t / "MultiCoil")]
+
+
+def find_multicoil_roots(root: str | os.PathLike, tasks: Iterable[str] | None = None) -> list[Path]:
+    """Every ``MultiCoil`` tree under ``root``, training tree first, then validation tasks in name order.
+
+    ``root`` may be a ``MultiCoil`` folder, ``ChallengeData``, a folder holding ``ChallengeData`` (and, for
+    CMRxRecon2025, ``ChallengeData_ValSet``), ``ChallengeData_ValSet`` itself, or one task's folder
+    (``ChallengeData_ValSet/TaskR1``). ``tasks`` keeps only those CMRxRecon2025 task trees (the training tree,
+    which belongs to no task, is kept).
+
+    Raises:
+        EmptyDatasetError: no tree under ``root``, or none of ``tasks``.
+    """
     root = Path(os.path.abspath(root))  # items carry absolute paths, valid from any working directory
     if not root.is_dir():
         raise EmptyDatasetError.at(root, "dataset root does not exist or is not a folder")
-    for cand in (root / "ChallengeData" / "MultiCoil", root / "MultiCoil", root):
-        if cand.is_dir() and any((m / s).is_dir() for m in cand.iterdir() if m.is_dir() for s in SPLITS):
-            return cand
-    raise EmptyDatasetError.at(
-        root,
-        "no CMRxRecon2023/2024 MultiCoil tree here (expected [ChallengeData/][MultiCoil/]<Modality>/TrainingSet/...)",
-    )
-
-
-def _folder_layout(split_dir: Path) -> str | None:
-    """The layout a ``<Modality>/<Split>`` folder's sub-folders name, or ``None`` when they name none.
-
-    ``AccFactor*`` is CMRxRecon2023; ``UnderSample_Task*`` or ``Mask_Task*`` is CMRxRecon2024; a lone
-    ``FullSample`` exists in both.
-    """
-    if not split_dir.is_dir():
-        return None
-    names = [p.name for p in _subdirs(split_dir)]
-    if any(_ACCFACTOR_DIR.match(n) for n in names):
-        return "2023"
-    if any(_UNDERSAMPLE_DIR.match(n) or _MASK_DIR.match(n) for n in names):
-        return "2024"
-    return None
-
-
-def _tree_layout(multicoil: Path) -> str:
-    """``'2023'`` when any split folder of the tree has ``AccFactor*`` folders, else ``'2024'``."""
-    for modality_dir in _subdirs(multicoil):
-        if any(_folder_layout(modality_dir / split) == "2023" for split in SPLITS):
-            return "2023"
-    return "2024"
+    found = [c for c in (root / "ChallengeData" / "MultiCoil", root / "MultiCoil", root) if _has_split(c)][:1]
+    task_trees = _task_roots(root / _VALSET_DIR) + _task_roots(root)
+    if not found and not task_trees:
+        raise EmptyDatasetError.at(
+            root,
+            "no CMRxRecon MultiCoil tree here (expected [ChallengeData/][MultiCoil/]<Modality>/TrainingSet/..., "
+            "or ChallengeData_ValSet/<Task>/MultiCoil/...)",
+        )
+    if tasks is not None:
+        wanted = {tasks} if isinstance(tasks, str) else set(tasks)
+        unknown = sorted(wanted - set(TASKS_2025))
+        if unknown:
+            raise ValueError(f"tasks must be among {', '.join(TASKS_2025)}; got {unknown}")
+        task_trees = [t for t in task_trees if t.parent.name in wanted]
+        in_task = root.name in wanted or root.parent.name in wanted
+        if found and found[0].parent.name in TASKS_2025 and not in_task:
+            found = []  # root is a task folder that was not asked for
+        if not found and not task_trees:
+            raise EmptyDatasetError.at(root, f"no tree of task(s) {', '.join(sorted(wanted))} here")
+    return found + [t for t in task_trees if t not in found]
 
 
 def detect_layout(root: str | os.PathLike) -> str:
-    """The challenge release of the tree under ``root``: ``'2023'`` or ``'2024'`` (folder names only).
+    """The challenge release of the tree under ``root``: ``'2023'``, ``'2024'`` or ``'2025'`` (folder names only).
 
-    The tree is CMRxRecon2023 when any ``<Modality>/<Split>`` folder holds an ``AccFactor*`` folder, and
-    CMRxRecon2024 otherwise. A tree of FullSample folders alone cannot be told apart by its names (both releases
-    have ``cine_sax``, ``T1map``, ...), so it counts as CMRxRecon2024.
+    A ``<Modality>/<Split>`` folder with ``AccFactor*`` folders is CMRxRecon2023; ``Mask_TaskAll``,
+    ``UnderSample_Task[RS]<k>`` or ``Center###`` folders are CMRxRecon2025; otherwise CMRxRecon2024. A 2023 or
+    2024 tree of FullSample folders alone cannot be told apart by its names, so it counts as CMRxRecon2024.
 
     Raises:
-        EmptyDatasetError: no ``MultiCoil`` tree under ``root`` (see :func:`find_multicoil`).
+        EmptyDatasetError: no ``MultiCoil`` tree under ``root`` (see :func:`find_multicoil_roots`).
     """
-    return _tree_layout(find_multicoil(root))
+    return tree_release(find_multicoil(root))
 
 
 def training_patients(root: str | os.PathLike) -> list[str]:
-    """Sorted patient folder names under every ``<Modality>/TrainingSet/FullSample`` (no file is opened)."""
-    multicoil = find_multicoil(root)
-    found = {
-        p.name
-        for m in _subdirs(multicoil)
-        if (m / "TrainingSet" / "FullSample").is_dir()
-        for p in _subdirs(m / "TrainingSet" / "FullSample")
-    }
+    """Sorted patient keys under every ``<Modality>/TrainingSet/FullSample`` (no file is opened).
+
+    2023/2024: ``Pxxx``; 2025: ``<Center>/<Vendor>/<Pxxx>``.
+    """
+    found: set[str] = set()
+    for multicoil in find_multicoil_roots(root):
+        rel = RELEASES[tree_release(multicoil)]
+        for m in subdirs(multicoil):
+            full = m / "TrainingSet" / "FullSample"
+            if full.is_dir():
+                found.update(ids["patient"] for ids, _ in rel.patient_folders(full))
     return sorted(found)
 
 
@@ -250,70 +256,58 @@ def _mat_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.mat") if p.is_file() and not p.name.startswith("."))
 
 
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _official_masks(split_dir: Path, rel: Release) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """``(patient, series) -> [(mask name, path), ...]`` over the mask folders of a split.
 
-
-def _official_masks(split_dir: Path) -> dict[tuple[str, str], list[tuple[str, str]]]:
-    """``(patient, stem) -> [(mask name, path), ...]`` over the mask folders of a split.
-
-    CMRxRecon2024: every ``Mask_Task*/Pxxx/<stem>_mask_<P><R>.mat``. CMRxRecon2023: every
-    ``AccFactorXX/Pxxx/<stem>_mask.mat``, named ``Uniform<XX>`` (2023 sampling is always equispaced).
+    2024: every ``Mask_Task*/Pxxx/<series>_mask_<P><R>.mat``; 2025 likewise below ``<Center>/<Vendor>``;
+    2023: every ``AccFactorXX/Pxxx/<series>_mask.mat``, named ``Uniform<XX>`` (2023 sampling is equispaced).
     """
     found: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for sub in _subdirs(split_dir):
-        task_match, acc_match = _MASK_DIR.match(sub.name), _ACCFACTOR_DIR.match(sub.name)
-        if task_match is None and acc_match is None:
+    for sub in subdirs(split_dir):
+        if rel.mask_folder(sub.name) is None:
             continue
-        for patient_dir in _subdirs(sub):
+        for ids, patient_dir in rel.patient_folders(sub):
             for f in _mat_files(patient_dir):
-                if task_match is not None:
-                    m = _MASK_NAME.match(f.stem)
-                    named = (m["stem"], m["name"]) if m else None
-                else:
-                    named = (_mask_2023_stem(f), f"Uniform{int(acc_match.group(1))}") if _is_mask_2023(f) else None
+                named = rel.mask_name(f)
                 if named is not None:
-                    found.setdefault((patient_dir.name, named[0]), []).append((named[1], str(f)))
+                    found.setdefault((ids["patient"], named[0]), []).append((named[1], str(f)))
     return found
 
 
-def _is_mask_2023(path: Path) -> bool:
-    return path.stem.endswith(_MASK_2023_SUFFIX)
-
-
-def _mask_2023_stem(path: Path) -> str:
-    return path.stem[: -len(_MASK_2023_SUFFIX)]
-
-
-def _kus_to_mask_path(path: Path) -> Path:
-    # Substitute on path components only, so a root folder that happens to contain "_kus_" is left alone.
-    task_dir = path.parent.parent
-    mask_dir = task_dir.parent / task_dir.name.replace("UnderSample_Task", "Mask_Task") / path.parent.name
-    return mask_dir / path.name.replace("_kus_", "_mask_")
-
-
-def _sibling_mask_path(path: Path) -> Path:
-    """CMRxRecon2023: the mask of ``AccFactorXX/Pxxx/<stem>.mat`` is ``<stem>_mask.mat`` in the same folder."""
-    return path.with_name(f"{path.stem}{_MASK_2023_SUFFIX}{path.suffix}")
-
-
 def _expected_mask_path(path: str | os.PathLike) -> Path:
-    """Where the mask of an undersampled file should be, in either layout (the file need not exist)."""
-    path = Path(path)
-    if _ACCFACTOR_DIR.match(path.parent.parent.name):
-        return _sibling_mask_path(path)
-    return _kus_to_mask_path(path)
+    """Where the mask of an undersampled file should be, in its release's layout (the file need not exist)."""
+    rel = release_of_path(path) or RELEASES["2024"]
+    return rel.mask_path(path)
 
 
-def _record(path: Path, series: str, **fields) -> FileRecord:
+def _data_key(path: Path, rel: Release, kind: str) -> str | None:
+    """The variable of a CMRxRecon2025 file (``kspace``/``kspace_full``, or ``kus``); other releases pick as
+    :func:`~bundle.data.matio.read_mat` does (``None``)."""
+    if rel.name != "2025":
+        return None
+    names = mat_variables(path)
+    wanted = rel.full_keys if kind == "full" else rel.undersampled_keys
+    key = next((k for k in wanted if k in names), None)
+    if key is None:
+        raise MissingKeyError.at(
+            path, f"has none of the variables {' / '.join(wanted)} of CMRxRecon2025 k-space; found {sorted(names)}"
+        )
+    return key
+
+
+def _record(path: Path, series: str, rel: Release, ids: Mapping[str, str], **fields) -> FileRecord:
     """A record for ``path``; its shape comes from the file's metadata and ``fields`` fill the rest."""
-    shape = tuple(int(n) for n in mat_shape(path))
+    shape = tuple(int(n) for n in mat_shape(path, _data_key(path, rel, fields["kind"])))
     if len(shape) not in (4, 5):
         raise ShapeError.at(path, f"k-space must be 5-D (nt, nz, nc, ny, nx) or 4-D (nz, nc, ny, nx); found {shape}")
+    if len(shape) == 4 and rel.name == "2025" and rel.known_series(series) and series_type(series) != "blackblood":
+        raise ShapeError.at(
+            path, f"{series} has a time axis in CMRxRecon2025: expected 5-D (nt, nz, nc, ny, nx), found 4-D {shape}"
+        )
     nz, nc, ny, nx = shape[-4:]
+    rel.warn_unknown_series(series, path)
     return FileRecord(
         path=str(path),
-        patient=path.parent.name,
         series=series,
         view=series_view(series),
         shape=shape,
@@ -322,51 +316,52 @@ def _record(path: Path, series: str, **fields) -> FileRecord:
         nc=nc,
         ny=ny,
         nx=nx,
+        layout=rel.name,
+        **ids,
         **fields,
     )
 
 
-def _full_fields(f: Path, masks: Mapping[tuple[str, str], list], layout: str) -> tuple[str, dict]:
+def _full_fields(f: Path, patient: str, masks: Mapping[tuple[str, str], list]) -> tuple[str, dict]:
     """``(series, record fields)`` of a ``FullSample`` file, with its official masks."""
-    found = tuple(masks.get((f.parent.name, f.stem), ()))
-    fields = dict(kind="full", task=None, pattern=None, acceleration=None, mask_path=None, masks=found)
-    return f.stem, {**fields, "layout": layout}
+    found = tuple(masks.get((patient, f.stem), ()))
+    return f.stem, dict(kind="full", task=None, pattern=None, acceleration=None, mask_path=None, masks=found)
 
 
-def _kus_fields(f: Path, task: int) -> tuple[str, dict] | None:
-    """CMRxRecon2024 ``UnderSample_Task<task>/Pxxx/<stem>_kus_<P><R>.mat``; ``None`` for a misnamed file."""
+def _kus_fields(f: Path, task, rel: Release) -> tuple[str, dict] | None:
+    """``UnderSample_<Task>/.../<series>_kus_<P><R>.mat`` (2024, 2025); ``None`` for a misnamed file."""
     km = _KUS_NAME.match(f.stem)
     if km is None:
-        logger.warning("%s: not named <stem>_kus_<Pattern><R>.mat; skipped", f)
+        logger.warning("%s: not named <series>_kus_<Pattern><R>.mat; skipped", f)
         return None
     pattern, acc = parse_pattern(km["name"])
-    mask_file = _kus_to_mask_path(f)
+    mask_file = rel.mask_path(f)
     mask_path = str(mask_file) if mask_file.is_file() else None
-    fields = dict(kind="undersampled", task=task, pattern=pattern, acceleration=acc, mask_path=mask_path, masks=())
-    return km["stem"], {**fields, "layout": "2024"}
+    return km["stem"], dict(
+        kind="undersampled", task=task, pattern=pattern, acceleration=acc, mask_path=mask_path, masks=()
+    )
 
 
-def _accfactor_fields(f: Path, acceleration: int) -> tuple[str, dict] | None:
-    """CMRxRecon2023 ``AccFactorXX/Pxxx/<stem>.mat``; ``None`` for ``<stem>_mask.mat`` (a mask, not k-space)."""
-    if _is_mask_2023(f):
+def _accfactor_fields(f: Path, acceleration: int, rel: Release) -> tuple[str, dict] | None:
+    """CMRxRecon2023 ``AccFactorXX/Pxxx/<series>.mat``; ``None`` for ``<series>_mask.mat`` (a mask)."""
+    if rel.mask_name(f) is not None:
         return None
-    mask_file = _sibling_mask_path(f)
+    mask_file = rel.mask_path(f)
     mask_path = str(mask_file) if mask_file.is_file() else None
     fields = dict(kind="undersampled", task=None, pattern="Uniform", acceleration=acceleration, mask_path=mask_path)
-    return f.stem, {**fields, "masks": (), "layout": "2023"}
+    return f.stem, {**fields, "masks": ()}
 
 
-def _file_fields(sub: Path, full_layout: str, masks: Mapping) -> Callable[[Path], tuple[str, dict] | None] | None:
+def _file_fields(sub: Path, rel: Release, masks: Mapping) -> Callable[[Path, str], tuple[str, dict] | None] | None:
     """How to describe the files of one sub-folder of a split, or ``None`` for folders holding no k-space."""
     if sub.name == "FullSample":
-        return lambda f: _full_fields(f, masks, full_layout)
-    task_match = _UNDERSAMPLE_DIR.match(sub.name)
-    if task_match is not None:
-        return lambda f: _kus_fields(f, int(task_match.group(1)))
-    acc_match = _ACCFACTOR_DIR.match(sub.name)
-    if acc_match is not None:
-        return lambda f: _accfactor_fields(f, int(acc_match.group(1)))
-    return None  # Mask_Task*, ImgSnapshot, ...
+        return lambda f, patient: _full_fields(f, patient, masks)
+    task = rel.undersampled_folder(sub.name)
+    if task is None:
+        return None  # Mask_*, ImgSnapshot, ...
+    if rel.name == "2023":
+        return lambda f, patient: _accfactor_fields(f, task, rel)
+    return lambda f, patient: _kus_fields(f, task, rel)
 
 
 def _scan_split(
@@ -376,26 +371,26 @@ def _scan_split(
     on_error: Callable[[CMRDataError], None] | None = None,
     tree_layout: str = "2024",
 ) -> list[FileRecord]:
-    """Records of one ``<Modality>/<Split>`` folder: ``FullSample``, ``UnderSample_Task*`` and ``AccFactor*``.
+    """Records of one ``<Modality>/<Split>`` folder: ``FullSample`` and the undersampled folders.
 
-    A full-sample file takes the layout its split folder's siblings name, else ``tree_layout``. A file whose
+    A full-sample file takes the release its split folder's siblings name, else ``tree_layout``. A file whose
     metadata cannot be read raises, or is passed to ``on_error`` and skipped when that is given.
     """
-    masks = _official_masks(split_dir)
-    full_layout = _folder_layout(split_dir) or tree_layout
+    rel = RELEASES[folder_release(split_dir) or tree_layout]
+    masks = _official_masks(split_dir, rel)
     records = []
-    for sub in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        describe = _file_fields(sub, full_layout, masks)
+    for sub in subdirs(split_dir):
+        describe = _file_fields(sub, rel, masks)
         if describe is None:
             continue
-        for patient_dir in _subdirs(sub):
+        for ids, patient_dir in rel.patient_folders(sub):
             for f in _mat_files(patient_dir):
-                described = describe(f)
-                if described is None:
-                    continue
-                series, fields = described
                 try:
-                    record = _record(f, series, split=split, modality=modality, **fields)
+                    described = describe(f, ids["patient"])
+                    if described is None:
+                        continue
+                    series, fields = described
+                    record = _record(f, series, rel, ids, split=split, modality=modality, **fields)
                 except (MatFileError, MissingKeyError, ShapeError) as err:
                     if on_error is None:
                         raise
@@ -410,21 +405,24 @@ def scan_dataset(
     *,
     modalities: Iterable[str] | None = None,
     on_error: Callable[[CMRDataError], None] | None = None,
+    tasks: Iterable[str] | None = None,
 ) -> list[FileRecord]:
     """List every k-space file (full-sample and undersampled) under ``root``, reading shapes from metadata.
 
-    Both the CMRxRecon2024 and the CMRxRecon2023 layout are read (see the module docstring); each record says
-    which in ``layout``. ``<stem>_mask.mat`` files of 2023 are masks, never k-space records.
+    The CMRxRecon2023, 2024 and 2025 layouts are read (see :mod:`bundle.data.layout`); each record says which in
+    ``layout``. ``<series>_mask.mat`` files of 2023 are masks, never k-space records; ``_info.csv`` files of
+    2025 are never read.
 
     Args:
-        root: the ``MultiCoil`` folder, its parent ``ChallengeData``, or a folder holding ``ChallengeData``.
+        root: any folder :func:`find_multicoil_roots` accepts.
         modalities: keep only these modality folders (case-insensitive), e.g. ``["Cine", "Mapping"]``.
         on_error: tolerant scan. A file whose metadata cannot be read (:class:`MatFileError`,
             :class:`MissingKeyError`, :class:`ShapeError`) is passed to ``on_error`` and skipped instead of
             raising. ``None`` (default) raises on the first such file.
+        tasks: CMRxRecon2025 validation/test tasks to read (``['TaskR1']`` ...); ``None`` reads every tree.
 
     Returns:
-        Records sorted by modality, split, folder, patient and file name, without ``group`` (see
+        Records sorted by tree, modality, split, folder, patient and file name, without ``group`` (see
         :func:`assign_groups`). CMRxRecon2023 undersampled records have ``task=None``, ``pattern='Uniform'``
         and the acceleration of their ``AccFactorXX`` folder. With ``on_error``, empty when every k-space file
         found was skipped.
@@ -434,7 +432,6 @@ def scan_dataset(
         MatFileError / MissingKeyError / ShapeError: without ``on_error``, a file cannot be read, has no
             pickable variable, or is not 4-D/5-D k-space (names the file).
     """
-    multicoil = find_multicoil(root)
     wanted = None if modalities is None else {m.lower() for m in modalities}
     skipped = 0
 
@@ -443,19 +440,23 @@ def scan_dataset(
         skipped += 1
         on_error(err)
 
-    tree_layout = _tree_layout(multicoil)
     records: list[FileRecord] = []
-    for modality_dir in _subdirs(multicoil):
-        if wanted is not None and modality_dir.name.lower() not in wanted:
-            continue
-        for split in SPLITS:
-            split_dir = modality_dir / split
-            if split_dir.is_dir():
-                found = _scan_split(split_dir, modality_dir.name, split, skip if on_error else None, tree_layout)
-                records.extend(found)
+    for multicoil in find_multicoil_roots(root, tasks):
+        tree_layout = tree_release(multicoil)
+        rel = RELEASES[tree_layout]
+        for modality_dir in subdirs(multicoil):
+            if wanted is not None and modality_dir.name.lower() not in wanted:
+                continue
+            if rel.name == "2025" and modality_dir.name not in rel.modalities:
+                logger.warning("%s: modality folder not known in CMRxRecon2025; its files are indexed", modality_dir)
+            for split in SPLITS:
+                split_dir = modality_dir / split
+                if split_dir.is_dir():
+                    found = _scan_split(split_dir, modality_dir.name, split, skip if on_error else None, tree_layout)
+                    records.extend(found)
     # Files that exist but were all skipped are data problems (already reported), not an empty dataset.
     if not records and not skipped:
-        raise EmptyDatasetError.at(root, "no k-space .mat files (FullSample, UnderSample_Task* or AccFactor*) found")
+        raise EmptyDatasetError.at(root, "no k-space .mat files (FullSample, UnderSample_* or AccFactor*) found")
     return records
 
 
@@ -516,10 +517,9 @@ def _mask_choices(record: FileRecord, mask_names: str | Sequence[str] | None) ->
     return [(n, available[n]) for n in mask_names if n in available]
 
 
-def _mask_task(mask_path: str) -> int | None:
-    """The task of a 2024 ``Mask_Task<k>`` mask file; ``None`` for any other (e.g. a 2023 ``AccFactor`` mask)."""
-    m = _MASK_DIR.match(Path(mask_path).parent.parent.name)
-    return int(m.group(1)) if m else None
+def _mask_task(record: FileRecord, mask_path: str) -> int | str | None:
+    """The task of an official mask file from its folder (2024 ``Mask_Task<k>``: k; 2025: ``'TaskAll'`` ...)."""
+    return record.release.mask_task(mask_path)
 
 
 def _known_bad(value, default, what: str) -> tuple[object, bool]:
@@ -541,18 +541,21 @@ def _curated(record: FileRecord, only_2024: bool) -> bool:
 
 
 def _layout_keys(record: FileRecord) -> dict:
-    """``layout`` and ``acs_width`` item keys, for CMRxRecon2023 records only.
+    """``layout`` and ``acs_width`` item keys (and ``center``, ``vendor`` for CMRxRecon2025), except for 2024.
 
     CMRxRecon2024 items keep their original key set (saved datalists and callers compare it); read their
     ACS width with :func:`item_acs_width`.
     """
     if record.layout == "2024":
         return {}
-    return {"layout": record.layout, "acs_width": record.acs_width}
+    keys = {"layout": record.layout, "acs_width": record.acs_width}
+    if record.layout == "2025":
+        keys.update(center=record.center, vendor=record.vendor)
+    return keys
 
 
 def item_acs_width(item: Mapping) -> int:
-    """ACS lines of an item's official masks: its ``acs_width`` key, else 16 (items of a CMRxRecon2024 tree)."""
+    """ACS lines of an item's official masks: its ``acs_width`` key, else that of its release (2024: 16)."""
     if item.get("acs_width") is not None:
         return int(item["acs_width"])
     return ACS_WIDTHS[item.get("layout") or "2024"]
@@ -584,8 +587,8 @@ def build_items(
 
     Returns:
         Dicts with keys ``file, mask_file, mask_name, z, t, nt, nz, nc, nx, ny, modality, series, view, patient,
-        acceleration, pattern, task, group, shape_key, kind, split``; items of CMRxRecon2023 records also have
-        ``layout`` (``'2023'``) and ``acs_width`` (24).
+        acceleration, pattern, task, group, shape_key, kind, split``; items of CMRxRecon2023 and 2025 records also
+        have ``layout`` and ``acs_width`` (24, 20), and 2025 items ``center`` and ``vendor``.
     """
     if any(r.group is None for r in records):
         records = assign_groups(records)
@@ -604,7 +607,7 @@ def build_items(
         for mask_name, mask_file in _mask_choices(r, mask_names):
             pattern, acc, task = r.pattern, r.acceleration, r.task
             if mask_name is not None:
-                (pattern, acc), task = parse_pattern(mask_name), _mask_task(mask_file)
+                (pattern, acc), task = parse_pattern(mask_name), _mask_task(r, mask_file)
             base = {
                 "file": r.path,
                 "mask_file": mask_file,
@@ -738,6 +741,35 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def _site_of(patient: str) -> tuple[str | None, str | None]:
+    """``(center, vendor)`` of a CMRxRecon2025 patient key ``<Center>/<Vendor>/<Pxxx>``; ``(None, None)`` else."""
+    parts = patient.split("/")
+    return (parts[0], parts[1]) if len(parts) == 3 else (None, None)
+
+
+def split_by_site(
+    patients: Iterable[str], val_centers: Iterable[str] | None = None, val_vendors: Iterable[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """Leave-site-out split of CMRxRecon2025 patient keys: ``(train ids, val ids)``, both sorted.
+
+    A patient whose centre is in ``val_centers`` or whose vendor folder is in ``val_vendors`` goes to validation,
+    every other to training. Names that match no patient raise ``ValueError`` (a typo must not silently give an
+    empty validation set).
+    """
+    ids = sorted(set(patients))
+    centers, vendors = set(val_centers or ()), set(val_vendors or ())
+    sites = {p: _site_of(p) for p in ids}
+    if any(site == (None, None) for site in sites.values()):
+        raise ValueError("val_centers / val_vendors need CMRxRecon2025 patients (<Center>/<Vendor>/<Pxxx>)")
+    unknown = sorted((centers - {c for c, _ in sites.values()}) | (vendors - {v for _, v in sites.values()}))
+    if unknown:
+        known = sorted({c for c, _ in sites.values()} | {v for _, v in sites.values()})
+        raise ValueError(f"no training patient is in centre/vendor {unknown}; the tree has {known}")
+    val = [p for p in ids if sites[p][0] in centers or sites[p][1] in vendors]
+    val_set = set(val)
+    return [p for p in ids if p not in val_set], val
+
+
 def _patient_split(
     root: str | os.PathLike,
     split_file: str | os.PathLike | None,
@@ -745,24 +777,37 @@ def _patient_split(
     seed: int,
     allow_overlap: bool,
     distributed: bool | None = None,
+    val_centers: Iterable[str] | None = None,
+    val_vendors: Iterable[str] | None = None,
 ) -> tuple[list[str], list[str]]:
     """``(train ids, val ids)``: loaded from ``split_file`` when it exists, else computed (and saved there).
 
-    Under ``torch.distributed`` rank 0 alone writes the file, behind a barrier, and every rank reads that file.
+    With ``val_centers`` / ``val_vendors`` the split is a leave-site-out one (:func:`split_by_site`), computed
+    every time; an existing ``split_file`` must then hold the same split. Under ``torch.distributed`` rank 0
+    alone writes the file, behind a barrier, and every rank reads that file.
     """
     distributed = _distributed() if distributed is None else distributed
     if distributed and split_file is not None:
         import torch.distributed as dist
 
         if dist.get_rank() == 0:
-            split = _patient_split(root, split_file, val_fraction, seed, allow_overlap, distributed=False)
+            split = _patient_split(root, split_file, val_fraction, seed, allow_overlap, False, val_centers, val_vendors)
         dist.barrier()
         if dist.get_rank() == 0:
             return split
     # Split over every training patient of every modality, so that a modality filter cannot change it.
     patients = training_patients(root)
+    by_site = bool(val_centers or val_vendors)
+    if by_site:
+        computed = split_by_site(patients, val_centers, val_vendors)
     if split_file is not None and os.path.exists(split_file):
         train_ids, val_ids = load_split(split_file, allow_overlap=allow_overlap)
+        if by_site and (sorted(train_ids), sorted(val_ids)) != computed:
+            raise CMRDataError.at(
+                split_file,
+                "holds another split than val_centers/val_vendors give; start fresh with --resume false "
+                "(the old split is moved aside) or use another --output_dir",
+            )
         unknown = sorted(set(patients) - set(train_ids) - set(val_ids))
         if unknown:
             # Never drop patients silently: a split of another dataset must not decide this run's data.
@@ -773,7 +818,7 @@ def _patient_split(
                 "--resume false (the old split is moved aside) or use another --output_dir",
             )
         return train_ids, val_ids
-    train_ids, val_ids = split_patients(patients, val_fraction, seed)
+    train_ids, val_ids = computed if by_site else split_patients(patients, val_fraction, seed)
     if split_file is not None:
         save_split(split_file, train_ids, val_ids)
     return train_ids, val_ids
@@ -795,6 +840,9 @@ def build_datalist(
     split_allow_overlap: bool = False,
     allow_empty: bool = False,
     on_error: Callable[[CMRDataError], None] | None = None,
+    val_centers: Iterable[str] | None = None,
+    val_vendors: Iterable[str] | None = None,
+    tasks: Iterable[str] | None = None,
 ) -> list[dict]:
     """Scan ``root`` and return the items of one subset, ready for a MONAI ``Dataset``.
 
@@ -814,6 +862,10 @@ def build_datalist(
             ``val_fraction=0``, an empty ``val`` list), return ``[]`` with an info line instead of raising.
         max_items: keep only the first ``max_items`` items (smoke tests).
         on_error: skip files whose metadata cannot be read, passing each error here (see :func:`scan_dataset`).
+        val_centers, val_vendors: CMRxRecon2025 leave-site-out validation: every patient of these centres
+            (``Center005``) or vendor folders (``Siemens_30T_Vida``) is on the validation side, every other on the
+            training side (:func:`split_by_site`); ``val_fraction`` and ``seed`` are then not used.
+        tasks: CMRxRecon2025 task trees to read (see :func:`scan_dataset`).
 
     Groups are assigned over all files of the subset's kind, so ``train`` and ``val`` share group names.
 
@@ -823,7 +875,8 @@ def build_datalist(
     if subset not in ("train", "val", "all", "undersampled"):
         raise ValueError(f"subset must be 'train', 'val', 'all' or 'undersampled', not {subset!r}")
     kind = "undersampled" if subset == "undersampled" else "full"
-    records = assign_groups([r for r in scan_dataset(root, modalities=modalities, on_error=on_error) if r.kind == kind])
+    scanned = scan_dataset(root, modalities=modalities, on_error=on_error, tasks=tasks)
+    records = assign_groups([r for r in scanned if r.kind == kind])
     if splits is not None:
         chosen = _check_splits(splits)
         records = [r for r in records if r.split in chosen]
@@ -831,7 +884,9 @@ def build_datalist(
         records = [r for r in records if r.split == "TrainingSet"]
         if not records:
             raise EmptyDatasetError.at(root, "no TrainingSet/FullSample files to split")
-        train_ids, val_ids = _patient_split(root, split_file, val_fraction, seed, split_allow_overlap)
+        train_ids, val_ids = _patient_split(
+            root, split_file, val_fraction, seed, split_allow_overlap, None, val_centers, val_vendors
+        )
         if subset == "val" and not val_ids and allow_empty:
             logger.info("%s: the patient split has no validation patients; the 'val' subset is empty", root)
             return []

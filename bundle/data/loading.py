@@ -19,6 +19,8 @@ from ..arrays import all_finite, sum_of_squares, swapped_copy, zero_filled_colum
 from ..errors import CMRDataError, EmptySliceError, MaskMismatchError, NonFiniteDataError, ShapeError
 from ..mri import neighbour_frame_indices
 from ..transforms.kspace import sampled_lines
+from ..transforms.masks import measure_acs_width
+from .layout import RELEASES
 from .matio import MatSliceReader, is_undersampled_key, read_mat
 
 __all__ = ["LoadCMRSliced", "load_volume"]
@@ -80,6 +82,9 @@ class LoadCMRSliced(MapTransform):
     The finiteness check covers what was read: every value that reaches the model or the target. Other masks
     (radial) and undersampled files are read as usual.
 
+    Items of a release whose ACS width is measured from its official masks (CMRxRecon2025, see
+    :attr:`bundle.data.layout.Release.acs_from_mask`) get ``acs_width`` measured from their mask file.
+
     ``memory_map`` (default True) reads contiguous complex64 files through a memory map
     (:class:`~bundle.data.matio.MatSliceReader`); set it False where page faults are slow, e.g. on some network
     file systems, to read every slab with one HDF5 read (sampled lines then cost a whole-slab read each).
@@ -121,6 +126,7 @@ class LoadCMRSliced(MapTransform):
         self._slabs: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()
         self._readers: OrderedDict[str, MatSliceReader] = OrderedDict()
         self._masks: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._mask_acs: dict[str, int] = {}
         self._warned_inferred = False
 
     # ----------------------------------------------------------------------------------------- caches
@@ -143,6 +149,16 @@ class LoadCMRSliced(MapTransform):
             self._masks.popitem(last=False)
         return mask
 
+    def _measured_acs(self, d: dict) -> dict:
+        """Set ``acs_width`` from the item's official mask file where its release says so (CMRxRecon2025)."""
+        mask_file = d.get("mask_file")
+        if mask_file and RELEASES[str(d.get("layout") or "2024")].acs_from_mask:
+            mask_file = os.fspath(mask_file)
+            if mask_file not in self._mask_acs:
+                self._mask_acs[mask_file] = measure_acs_width(self._raw_mask(mask_file))
+            d["acs_width"] = self._mask_acs[mask_file]
+        return d
+
     def close(self) -> None:
         """Close every cached file handle."""
         for reader in self._readers.values():
@@ -150,6 +166,7 @@ class LoadCMRSliced(MapTransform):
         self._readers.clear()
         self._masks.clear()
         self._slabs.clear()
+        self._mask_acs.clear()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -255,7 +272,7 @@ class LoadCMRSliced(MapTransform):
                 mask = self._given_mask(d, reader, frames)
                 lines = None if mask is None else sampled_lines(np.asarray(mask, dtype=np.float32))
                 if lines is not None:
-                    return self._load_sampled_lines(d, reader, z, frames, mask, lines)
+                    return self._measured_acs(self._load_sampled_lines(d, reader, z, frames, mask, lines))
             kspace = self._read_frames(reader, z, frames)
         except CMRDataError as err:
             if err.problem.startswith(where):  # raised by the sampled-line path, which names the sample itself
@@ -289,4 +306,4 @@ class LoadCMRSliced(MapTransform):
             d["mask"] = self._mask(os.fspath(d["mask_file"]), reader, frames)
         elif kind == "undersampled":
             d["mask"] = self._inferred_mask(kspace, path)
-        return d
+        return self._measured_acs(d) if bad is None else d

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: Variable names tried, in order, when no key is given (``docs/design.md``, "Data format").
-PREFERRED_KEYS = ("kspace_full", "kus", "mask", "img4ranking")
+PREFERRED_KEYS = ("kspace_full", "kspace", "kus", "mask", "img4ranking")
 
 #: Variable name patterns tried, in order, after :data:`PREFERRED_KEYS`: CMRxRecon2023 names its undersampled
 #: k-space ``kspace_sub04``/``08``/``10`` and its masks ``mask04``/``08``/``10``, after the acceleration.
@@ -209,7 +209,7 @@ def read_mat(path: str | os.PathLike, key: str | None = None, *, check_finite: b
     Args:
         path: the ``.mat`` file.
         key: the variable name. ``None`` picks it: names starting with ``#`` are ignored, then the first of
-            ``kspace_full, kus, mask, img4ranking`` that exists, then the only ``kspace_sub<NN>`` or the only
+            ``kspace_full, kspace, kus, mask, img4ranking`` that exists, then the only ``kspace_sub<NN>`` or the only
             ``mask<NN>`` (CMRxRecon2023 names), else the only dataset in the file.
         check_finite: raise :class:`NonFiniteDataError` when the data holds NaN or Inf.
 

@@ -17,12 +17,12 @@ it is mirrored below the output root.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
-from bundle.errors import CMRDataError, UnsafePathError
+from bundle.data.layout import RELEASES, release_of_path
+from bundle.errors import UnsafePathError
 
 __all__ = [
     "relative_input_path",
@@ -38,17 +38,10 @@ __all__ = [
 PathLike = str | os.PathLike
 
 # Modality folders of the CMRxRecon2024 tree (docs/design.md, "Data format"); the submission template uses the
-# same names.
-KNOWN_MODALITIES = ("Aorta", "BlackBlood", "Cine", "Flow2d", "Mapping", "Tagging")
+# same names. Kept for callers; the rules of every release live in bundle.data.layout.
+KNOWN_MODALITIES = RELEASES["2024"].modalities
 # Only these sets ship undersampled k-space (``UnderSample_Task<k>``); TrainingSet has FullSample only.
-EVALUATION_SETS = ("ValidationSet", "TestSet")
-# CMRxRecon2023: two modalities, and every set (TrainingSet included) ships ``AccFactorXX`` folders.
-_MODALITIES_2023 = ("Cine", "Mapping")
-_SETS_2023 = ("TrainingSet", "ValidationSet", "TestSet")
-
-_TASK_DIR = re.compile(r"^UnderSample_Task([12])$")
-_ACCFACTOR_DIR = re.compile(r"^AccFactor\d+$")
-_PATIENT_DIR = re.compile(r"^P\d+$")
+EVALUATION_SETS = RELEASES["2024"].evaluation_sets
 
 
 def _has_parent_refs(path: PathLike) -> bool:
@@ -191,67 +184,31 @@ def ensure_not_input(path: PathLike, inputs: Iterable[PathLike]) -> None:
             raise UnsafePathError.at(path, f"refusing to overwrite the input file {item}")
 
 
-def _submission_path_2023(kus_path: PathLike, parts: tuple[str, ...], output_root: PathLike) -> Path:
-    """CMRxRecon2023: ``<Modality>/<Set>/AccFactorXX/<Pxxx>/<name>.mat`` (the last five ``parts``) maps to
-    ``<output_root>/MultiCoil/<Modality>/<Set>/AccFactorXX/<Pxxx>/<name>.mat``."""
-    expected = "<Cine|Mapping>/<TrainingSet|ValidationSet|TestSet>/AccFactor<XX>/P<number>/<series>.mat"
-    modality, subset, acc_dir, patient, name = parts[-5:]
-    problems = []
-    if modality not in _MODALITIES_2023:
-        problems.append(f"modality folder {modality!r} is not one of {', '.join(_MODALITIES_2023)}")
-    if subset not in _SETS_2023:
-        problems.append(f"set folder {subset!r} is not one of {', '.join(_SETS_2023)}")
-    if not _PATIENT_DIR.match(patient):
-        problems.append(f"patient folder {patient!r} is not 'P' followed by digits")
-    if not name.endswith(".mat") or name.endswith("_mask.mat"):
-        problems.append(f"file name {name!r} is not an undersampled k-space file '<series>.mat' (nor a mask)")
-    if problems:
-        raise CMRDataError.at(kus_path, f"does not follow the CMRxRecon2023 layout {expected}: " + "; ".join(problems))
-    return Path(output_root) / "MultiCoil" / modality / subset / acc_dir / patient / name
-
-
 def submission_path(kus_path: PathLike, dataset_root: PathLike, output_root: PathLike) -> Path:
     """Challenge submission path for an undersampled k-space file; the output keeps the input's file name.
 
-    CMRxRecon2024: ``.../<Modality>/<Set>/UnderSample_Task<k>/<Pxxx>/<name>.mat`` maps to
-    ``<output_root>/Task<k>/<Modality>/<Set>/Task<k>/<Pxxx>/<name>.mat`` (``<Set>``: ValidationSet or TestSet).
+    The release is read from the input's own folders (:func:`bundle.data.layout.release_of_path`), and its
+    :meth:`~bundle.data.layout.Release.submission_path` places the file:
 
-    CMRxRecon2023: ``.../<Cine|Mapping>/<Set>/AccFactorXX/<Pxxx>/<series>.mat`` maps to
-    ``<output_root>/MultiCoil/<Modality>/<Set>/AccFactorXX/<Pxxx>/<series>.mat`` (``<Set>``: TrainingSet,
-    ValidationSet or TestSet). An ``AccFactor*`` folder third from the end selects this layout.
+    * CMRxRecon2024: ``.../<Modality>/<Set>/UnderSample_Task<k>/<Pxxx>/<name>.mat`` maps to
+      ``<output_root>/Task<k>/<Modality>/<Set>/Task<k>/<Pxxx>/<name>.mat`` (``<Set>``: ValidationSet or TestSet).
+    * CMRxRecon2023: ``.../<Cine|Mapping>/<Set>/AccFactorXX/<Pxxx>/<series>.mat`` maps to
+      ``<output_root>/MultiCoil/<Modality>/<Set>/AccFactorXX/<Pxxx>/<series>.mat`` (any set).
+    * CMRxRecon2025: ``.../<Modality>/<Set>/UnderSample_<Task>/<Center>/<Vendor>/<Pxxx>/<name>.mat`` maps to
+      ``<output_root>/<Task>/MultiCoil/<Modality>/<Set>/UnderSample_<Task>/<Center>/<Vendor>/<Pxxx>/<name>.mat``,
+      the tree the 2025 scorer reads.
 
-    The layout is read from the last five parts of the input path, so ``dataset_root`` may be any ancestor of
-    the modality folder (typically ``ChallengeData/MultiCoil``) or deeper.
+    ``dataset_root`` may be any ancestor of the modality folder.
 
     Raises:
         UnsafePathError: the input is outside ``dataset_root`` (see :func:`relative_input_path`).
-        CMRDataError: the path follows neither layout (the message describes the CMRxRecon2024 one unless the
-            path has an ``AccFactor*`` folder).
+        CMRDataError: the path follows no layout (the message describes the CMRxRecon2024 one unless the path
+            has an ``AccFactor*`` or ``UnderSample_Task[RS]*`` folder).
     """
     relative_input_path(kus_path, dataset_root)  # containment and '..' checks
-    parts = _locate(kus_path, dataset_root).parts
-    if len(parts) >= 5 and _ACCFACTOR_DIR.match(parts[-3]):
-        return _submission_path_2023(kus_path, parts, output_root)
-    expected = "<Modality>/<ValidationSet|TestSet>/UnderSample_Task<1|2>/P<number>/<name>_kus_<pattern>.mat"
-    if len(parts) < 5:
-        raise CMRDataError.at(kus_path, f"too short for the CMRxRecon2024 layout {expected}")
-    modality, subset, task_dir, patient, name = parts[-5:]
-    problems = []
-    if modality not in KNOWN_MODALITIES:
-        problems.append(f"modality folder {modality!r} is not one of {', '.join(KNOWN_MODALITIES)}")
-    if subset not in EVALUATION_SETS:
-        problems.append(f"set folder {subset!r} is not one of {', '.join(EVALUATION_SETS)}")
-    task_match = _TASK_DIR.match(task_dir)
-    if task_match is None:
-        problems.append(f"folder {task_dir!r} is not UnderSample_Task1 or UnderSample_Task2")
-    if not _PATIENT_DIR.match(patient):
-        problems.append(f"patient folder {patient!r} is not 'P' followed by digits")
-    if not name.endswith(".mat") or "_kus_" not in name:
-        problems.append(f"file name {name!r} is not an undersampled k-space file '<stem>_kus_<pattern>.mat'")
-    if problems:
-        raise CMRDataError.at(kus_path, f"does not follow {expected}: " + "; ".join(problems))
-    task = f"Task{task_match.group(1)}"
-    return Path(output_root) / task / modality / subset / task / patient / name
+    located = _locate(kus_path, dataset_root)
+    rel = release_of_path(located) or RELEASES["2024"]
+    return rel.submission_path(located, output_root)
 
 
 # mkstemp creates files with mode 0600; finished outputs should get the usual umask-based mode so that
