@@ -96,3 +96,14 @@ def test_aggregate_unweighted_over_modalities():
     assert out["per_modality"]["Cine"] == {"ssim": pytest.approx(0.8), "psnr": 25.0, "nmse": 0.2, "n_files": 2}
     assert out["overall"]["ssim"] == pytest.approx((0.8 + 0.5) / 2)
     assert out["overall"]["psnr"] == pytest.approx(17.5)
+
+
+def test_challenge_metrics_variants(rng):
+    gt = rng.random((2, 24, 20)) + 0.1
+    pred = gt + 0.05 * rng.standard_normal(gt.shape)
+    ssim = {v: challenge_metrics(pred, gt, variant=v)["ssim"] for v in ("2023", "2024", "2025")}
+    assert len({tuple(s) for s in ssim.values()}) == 3  # three different normalisations
+    g, p = (gt[1] - gt[1].mean()) / gt[1].std(), (pred[1] - pred[1].mean()) / pred[1].std()
+    assert ssim["2024"][1] == pytest.approx(structural_similarity(g, p, data_range=g.max()), abs=1e-12)
+    with pytest.raises(ValueError, match="'2023', '2024', '2025'"):
+        challenge_metrics(pred, gt, variant="2022")
