@@ -32,6 +32,10 @@ __all__ = [
     "run4ranking",
     "challenge_metrics",
     "aggregate",
+    "METRIC_CHOICES",
+    "matlab_shape",
+    "official_reference",
+    "release_metrics",
     "METRIC_RELEASES",
     "describe_metric",
     "official_scores",
@@ -104,6 +108,18 @@ def run4ranking(volume: np.ndarray, series: str | os.PathLike, coil_combined: bo
     if kind != "blackblood":
         img = img[..., select_frames(img.shape[3], kind)]
     return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def matlab_shape(img4ranking: np.ndarray) -> np.ndarray:
+    """``img4ranking`` as MATLAB holds it: trailing singleton axes beyond the first two dropped.
+
+    run4Ranking_2025 assigns ``(x, y, slices, frames)``; MATLAB then stores ``(x, y, 2)`` for one frame of two
+    slices and ``(x, y)`` for one slice, and the 2025 scorer drops a submission whose shape differs from the GT's.
+    """
+    arr = np.asarray(img4ranking)
+    while arr.ndim > 2 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return arr
 
 
 def _normalize(x: np.ndarray, variant: str) -> np.ndarray:
@@ -309,6 +325,49 @@ def official_scores(recon: np.ndarray, target: np.ndarray, release: str | int) -
     for m, arr in zip(("psnr", "ssim", "nmse"), values):
         out[m] = arr.reshape(-1)
         out[f"{m}_mean"] = float(np.mean(arr))
+    return out
+
+
+#: Metric names the evaluation accepts: the official scorers, and ``"max"``, :func:`challenge_metrics` as the
+#: HyperCMR paper computed it (each image divided by its max, float64, data_range = max(GT'), zero scale skipped).
+METRIC_CHOICES = ("max", *METRIC_RELEASES)
+
+
+def official_reference(release: str | int, n_slices: int, n_frames: int) -> str:
+    """Which image the official scorer of ``release`` treats as reference for a file whose run4Ranking selection
+    keeps ``n_slices`` slices and ``n_frames`` frames: ``"recon"`` or ``"gt"``.
+
+    MATLAB drops trailing singleton axes, so ``img4ranking`` is 4-D ``(x, y, slices, frames)`` exactly when more
+    than one frame is kept; only 4-D arrays swap the reference in the 2024 and 2025 scorers.
+    """
+    name = _release_name(release)
+    return "recon" if _OFFICIAL[name][1] and n_frames > 1 else "gt"
+
+
+def release_metrics(
+    recon: np.ndarray, target: np.ndarray, release: str, references: Sequence[str] | None = None
+) -> dict:
+    """Per-image SSIM, PSNR and NMSE of ``(N, H, W)`` images (already selected and cropped) under one metric.
+
+    ``release`` is one of :data:`METRIC_CHOICES`. ``"max"`` is :func:`challenge_metrics` (variant ``"2023"``). A
+    release computes each image exactly as its official scorer does (:func:`official_scores`: the dtype is kept,
+    each image normalised on its own), with ``references[i]`` (``"gt"`` or ``"recon"``, see
+    :func:`official_reference`; default ``"gt"``) the image the scorer treats as reference for image ``i``'s
+    file. Returns ``{"ssim", "psnr", "nmse"}`` arrays ``(N,)`` and their means ``{"ssim_mean", ...}``.
+    """
+    if release == "max":
+        return challenge_metrics(recon, target)
+    normalise = _OFFICIAL[_release_name(release)][0]
+    pred, gt = np.asarray(recon), np.asarray(target)
+    if pred.shape != gt.shape or pred.ndim != 3:
+        raise ValueError(f"expected two (N, H, W) arrays of one shape, got {pred.shape} and {gt.shape}")
+    references = ["gt"] * len(gt) if references is None else list(references)
+    out = {m: np.empty(len(gt)) for m in METRICS}
+    for i, (p, g) in enumerate(zip(pred, gt)):
+        p_n, g_n = normalise(p), normalise(g)
+        ref, test = (p_n, g_n) if references[i] == "recon" else (g_n, p_n)
+        out["psnr"][i], out["ssim"][i], out["nmse"][i] = _official_image(ref, test)
+    out.update({f"{m}_mean": float(out[m].mean()) for m in METRICS})
     return out
 
 

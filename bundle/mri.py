@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "zero_filled_image",
     "rhu",
     "centered_bounds",
     "centered_window",
@@ -175,3 +176,11 @@ def neighbour_frame_indices(t: int, nt: int, num_adj: int = 5) -> list[int]:
     hi = min(half, nt // 2)
     idx = [(t + d) % nt for d in range(lo, hi + 1)]
     return [idx[0]] * (lo + half) + idx + [idx[-1]] * (half - hi)
+
+
+def zero_filled_image(masked_kspace: torch.Tensor, num_adj_frames: int) -> torch.Tensor:
+    """RSS of the centre frame of ``(B, F*C, H, W)`` complex masked k-space → ``(B, 1, H, W)``."""
+    coils = masked_kspace.shape[1] // num_adj_frames
+    centre = num_adj_frames // 2
+    k = masked_kspace[:, centre * coils : (centre + 1) * coils]
+    return rss(ifft2c(k.to(torch.complex64)), dim=1).unsqueeze(1)

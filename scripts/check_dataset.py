@@ -1,4 +1,4 @@
-"""Validate a whole CMRxRecon2023 or CMRxRecon2024 dataset tree before a run and print a table of its problems.
+"""Validate a whole CMRxRecon2023, 2024 or 2025 dataset tree before a run and print a table of its problems.
 
 Usage, from the repository root (no installation needed)::
 
@@ -11,6 +11,7 @@ no k-space files under it).
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bundle.data.checks import check_dataset, format_problems  # noqa: E402
+from bundle.data.index import detect_layout, find_multicoil_roots  # noqa: E402
 from bundle.errors import EmptyDatasetError  # noqa: E402
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -43,6 +45,21 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--progress", action="store_true", help="print each file as it is checked (stderr)")
     return parser.parse_args(argv)
+
+
+def describe_tree(root: Path, records) -> str:
+    """A few lines on what the tree is: release, trees, files per set and task, patients, centres and vendors."""
+    lines = [f"CMRxRecon{detect_layout(root)} tree: " + ", ".join(str(p) for p in find_multicoil_roots(root))]
+    per_set = collections.Counter((r.split, r.kind, r.task) for r in records)
+    for (split, kind, task), n in sorted(per_set.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        lines.append(f"  {split:<13} {kind:<12} {'' if task is None else str(task):<7} {n} files")
+    patients = {r.patient for r in records}
+    sites = sorted({(r.center, r.vendor) for r in records if r.center})
+    lines.append(f"  {len(patients)} patients, {len({r.series for r in records})} series")
+    if sites:
+        lines.append(f"  {len({c for c, _ in sites})} centres, {len(sites)} centre/vendor folders:")
+        lines.extend(f"    {c}/{v}" for c, v in sites)
+    return "\n".join(lines)
 
 
 def _write_json(path: Path, root: Path, n_ok: int, problems) -> None:
@@ -69,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except EmptyDatasetError as err:
         print(f"check_dataset: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    print(describe_tree(args.root, good))
     print(format_problems(problems, root=args.root, n_ok=len(good)))
     if args.json is not None:
         try:

@@ -122,7 +122,8 @@ def test_centre_frame_target(rng):
     np.testing.assert_array_equal(kc, d["kspace_full"][F // 2])
     np.testing.assert_allclose(image[0], rss_np(ifft2c_np(d["kspace_full"][2].astype(np.complex128))), rtol=1e-5)
     t_image, t_kc = centre_frame_target(torch.from_numpy(d["kspace_full"]))
-    np.testing.assert_allclose(t_image.numpy(), image, rtol=1e-5)
+    # atol: torch's and numpy's FFTs round differently, which near-zero pixels show as a large relative difference
+    np.testing.assert_allclose(t_image.numpy(), image, rtol=1e-5, atol=1e-6 * float(image.max()))
 
 
 def test_coil_compression_preserves_a_three_dimensional_coil_subspace(rng):

@@ -33,6 +33,7 @@ from types import MappingProxyType
 import numpy as np
 
 from ..errors import CMRDataError, EmptyDatasetError, MatFileError, MissingKeyError, ShapeError
+from ..files import atomic_write
 from .layout import (
     ACS_WIDTHS,
     LAYOUTS,
@@ -701,8 +702,6 @@ def save_split(
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"train": train, "val": val}, indent=1) + "\n"
     # Atomic, so that a reader (another DDP rank, a crash) never sees a half-written split.
-    from ..io.paths import atomic_write
-
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 

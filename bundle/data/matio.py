@@ -32,6 +32,7 @@ import numpy as np
 import scipy.io as sio
 
 from ..errors import MatFileError, MissingKeyError, NonFiniteDataError, ShapeError
+from ..files import atomic_write
 
 __all__ = [
     "PREFERRED_KEYS",
@@ -296,7 +297,6 @@ def _checked_arrays(path: str, arrays: dict[str, object]) -> dict[str, np.ndarra
 
 def _atomic_write(path: str, write) -> None:
     """Run ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path`` (one writer for all)."""
-    from bundle.io.paths import atomic_write  # deferred: bundle.io pulls in the NIfTI/PNG writers
 
     atomic_write(path, lambda tmp: write(os.fspath(tmp)))
 

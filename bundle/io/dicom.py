@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from bundle.errors import ShapeError
+from bundle.files import atomic_write
 from bundle.io.orientation import to_display
-from bundle.io.paths import atomic_write
 from bundle.io.sidecar import NOT_FOR_DIAGNOSIS
 
 __all__ = ["MR_IMAGE_STORAGE", "DicomSeriesWriter", "as_flag", "instance_name", "rescale"]

@@ -33,7 +33,7 @@ import nibabel as nib
 import numpy as np
 
 from bundle.errors import NonFiniteDataError, ShapeError
-from bundle.io.paths import atomic_write
+from bundle.files import atomic_write
 
 __all__ = [
     "DEFAULT_VOXEL_SIZES",

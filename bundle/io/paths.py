@@ -17,12 +17,12 @@ it is mirrored below the output root.
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from bundle.data.layout import RELEASES, release_of_path
 from bundle.errors import UnsafePathError
+from bundle.files import atomic_write
 
 __all__ = [
     "relative_input_path",
@@ -209,55 +209,3 @@ def submission_path(kus_path: PathLike, dataset_root: PathLike, output_root: Pat
     located = _locate(kus_path, dataset_root)
     rel = release_of_path(located) or RELEASES["2024"]
     return rel.submission_path(located, output_root)
-
-
-# mkstemp creates files with mode 0600; finished outputs should get the usual umask-based mode so that
-# colleagues (e.g. clinicians reading the NIfTI files) can open them. Read the umask once at import: the
-# only portable way to read it is to set it, which is not thread-safe later on.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable. Not possible on every platform/file system; best effort.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: PathLike, write_fn: Callable[[Path], object]) -> Path:
-    """Write a file atomically: ``write_fn(tmp)`` writes a temporary file, which then replaces ``path``.
-
-    The temporary file sits in the destination folder (so ``os.replace`` is an atomic rename on the same
-    file system) and keeps the destination's suffixes (``.nii.gz``, ``.png``, ``.mat``) because the
-    writers pick the format from the name. It is flushed to disk before the rename. If ``write_fn``
-    raises, the temporary file is removed and an existing file at ``path`` is left untouched.
-    Missing parent folders are created. Returns ``path`` as a :class:`~pathlib.Path`.
-    """
-    dest = Path(path)
-    if dest.is_dir():
-        raise UnsafePathError.at(dest, "is a folder; refusing to replace it with a file")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(dest.suffixes[-2:]) if dest.name.endswith(".nii.gz") else dest.suffix
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp" + suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write_fn(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        mode = (dest.stat().st_mode & 0o777) if dest.exists() else (0o666 & ~_UMASK)
-        os.chmod(tmp, mode)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(dest.parent)
-    return dest

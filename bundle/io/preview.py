@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image
 
 from bundle.errors import ShapeError
+from bundle.files import atomic_write
 from bundle.io.orientation import to_display
-from bundle.io.paths import atomic_write
 
 __all__ = ["montage", "save_preview_png", "window", "to_uint8", "enlarge"]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from bundle.files import atomic_write
 from bundle.io.orientation import display_box, to_display
-from bundle.io.paths import atomic_write
 from bundle.io.preview import enlarge, to_uint8, window
 
 __all__ = ["comparison_row", "png_data_uri", "ssim_histogram_svg", "write_eval_report", "write_inference_report"]
@@ -197,10 +197,12 @@ def write_eval_report(
         examples: per shown file ``{"title", "file", "image": RGB uint8 row, "gain"}``.
     """
     overall = tables["overall"]
+    metric = tables.get("metric") or {"release": "max", "description": "each image normalised by its maximum"}
     parts = [
-        '<p class="note">SSIM, PSNR and NMSE as the challenge computes them: each image cropped to the ranking ROI '
-        "and normalised by its maximum; averaged per file, then per modality; Overall is the unweighted mean over "
-        "modalities. Zero-filled = root-sum-of-squares of the undersampled k-space. Difference = model minus "
+        f'<p class="note"><b>Metric: {html.escape(str(metric["release"]))}</b> ({html.escape(metric["description"])}). '
+        "SSIM, PSNR and NMSE of each image cropped to the ranking ROI; averaged per file, then per modality; Overall "
+        "is the unweighted mean over modalities. Zero-filled = root-sum-of-squares of the undersampled k-space. "
+        "Difference = model minus "
         f"zero-filled (NMSE: lower is better). {int(overall['files'])} files, {int(overall['images'])} images.</p>",
         "<h2>Overall</h2>",
         _comparison_table([{"set": "overall", **overall}], ["set"], "overall"),
@@ -215,6 +217,22 @@ def write_eval_report(
                 ["modality", "pattern", "acceleration", "files"],
                 "per_modality_acceleration",
             ),
+        ]
+    if tables.get("per_center_vendor"):
+        parts += [
+            "<h2>Per centre and vendor</h2>",
+            _comparison_table(tables["per_center_vendor"], ["center", "vendor", "files"], "per_center_vendor"),
+        ]
+    adjusted = tables.get("official_adjusted")
+    if adjusted:
+        cells = "".join(f"<td>{adjusted[k]:.4f}</td>" for k in ("ssim_adj", "psnr_adj", "nmse_adj"))
+        parts += [
+            "<h2>Official adjusted means (CMRxRecon2025 scorer)</h2>",
+            '<p class="note">Per centre and vendor: SSIM and PSNR summed over scored files and divided by the files '
+            "expected (a missing file counts as zero); NMSE mean × (2 − scored/expected); then the unweighted mean "
+            f"over {int(adjusted['n_groups'])} groups.</p>",
+            f'<table id="official_adjusted"><thead><tr><th>SSIM</th><th>PSNR</th><th>NMSE</th></tr></thead>'
+            f"<tbody><tr>{cells}</tr></tbody></table>",
         ]
     if rows:
         parts += [

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bundle.io.paths import atomic_write
+from bundle.files import atomic_write
 
 __all__ = [
     "NOT_FOR_DIAGNOSIS",

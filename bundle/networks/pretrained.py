@@ -450,7 +450,7 @@ def check_checkpoint(network: torch.nn.Module, path: str | os.PathLike, map_loca
 
 def save_network_overlay(path: str | os.PathLike, network_args: Mapping, source: str | None = None) -> Path:
     """Write ``network.yaml``: a config overlay that sets every ``network_def`` argument (atomically)."""
-    from ..io.paths import atomic_write
+    from ..files import atomic_write
 
     lines = [
         "# PromptMR arguments of the weights beside this file. Add it after the base config, e.g.",

@@ -1,5 +1,7 @@
 """Workflow components named by the bundle configs: sampler, dataset, batch preparation, handlers."""
 
+from bundle.mri import zero_filled_image
+
 from .batch import META_KEYS, PackReconSampled, PrepareReconBatch
 from .checkpoint import (
     AtomicCheckpointSaver,
@@ -32,10 +34,19 @@ from .inference import ReconstructionWriter
 from .precision import AutocastInferer, Precision, cpu_has_native_bf16, resolve_precision
 from .runstate import MANIFEST_NAME, RunState, check_writable
 from .sampler import HYPERCMR_GROUP_ORDER, ShapeGroupBatchSampler, group_batches
-from .setup import configure_cudnn, inference_datalist, keep_freed_memory, prepare_dataset, worker_init
-from .validation import ChallengeMetric, MetricsTableWriter, ReconImageWriter, select_ranking_items, zero_filled_image
+from .setup import (
+    configure_cudnn,
+    inference_datalist,
+    keep_freed_memory,
+    prepare_dataset,
+    resolve_metric_release,
+    worker_init,
+)
+from .tb_images import ReconImageWriter
+from .validation import ChallengeMetric, MetricsTableWriter, select_ranking_items
 
 __all__ = [
+    "resolve_metric_release",
     "META_KEYS",
     "PackReconSampled",
     "PrepareReconBatch",

@@ -22,7 +22,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 from monai.networks.utils import get_state_dict
 
-from bundle.io.paths import atomic_write
+from bundle.files import atomic_write
 from bundle.workflows.distributed import is_main_process
 from bundle.workflows.handlers import is_stepping_iteration
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from ignite.engine import Engine, Events
 
+from bundle.mri import zero_filled_image
+
 __all__ = ["EvalReportWriter", "best_and_worst"]
 
 logger = logging.getLogger(__name__)
@@ -52,7 +54,6 @@ class EvalReportWriter:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def _keep(self, engine: Engine) -> None:
-        from bundle.workflows.validation import zero_filled_image
 
         output = engine.state.output
         label = output["label"]

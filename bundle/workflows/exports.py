@@ -149,8 +149,8 @@ class ExtraOutputs:
         """The DICOM series of ``file`` (nothing unless ``write_dicom``); the completion marker is written last."""
         if not self.write_dicom_series:
             return []
+        from bundle.files import atomic_write
         from bundle.io.dicom import DicomSeriesWriter
-        from bundle.io.paths import atomic_write
 
         if self._dicom is None:
             self._dicom = DicomSeriesWriter()

@@ -276,7 +276,7 @@ class BadDataReport:
     def _write_report(self) -> str | None:
         if self.report_path is None:
             return None
-        from bundle.io.paths import atomic_write
+        from bundle.files import atomic_write
 
         rows = [{"file": f, "items": n, "reason": self.reasons.get(f, "")} for f, n in sorted(self.skipped.items())]
         text = json.dumps({"run": self.name, "files_written": self.written, "skipped": rows}, indent=1) + "\n"

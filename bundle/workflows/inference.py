@@ -176,11 +176,12 @@ class ReconstructionWriter:
                     self.report.record(message)
 
     def _write(self, file: str, entry: Mapping) -> None:
+        from bundle.data.layout import release_of_path
         from bundle.io.nifti import axis4_unit, default_frame_time, default_voxel_size, save_nifti
         from bundle.io.paths import derive_output_path, submission_path
         from bundle.io.preview import save_preview_png
         from bundle.io.submission import save_submission
-        from bundle.metrics import run4ranking, series_type
+        from bundle.metrics import matlab_shape, run4ranking, series_type
 
         volume = entry["volume"]
         series = entry["series"]
@@ -197,6 +198,9 @@ class ReconstructionWriter:
         if self.write_submission:
             path = submission_path(file, self.dataset_dir, self.output_dir / "submission")
             selected = run4ranking(volume[:, :, :, 0] if is_4d else volume, series, coil_combined=True)
+            release = release_of_path(file)
+            if release is not None and release.name == "2025":
+                selected = matlab_shape(selected)  # the shape of the GT file, which the 2025 scorer compares
             save_submission(path, selected)
             self.written.append(Path(path))
         if self.write_nifti:

@@ -235,7 +235,7 @@ class RunState:
         _barrier()
 
     def _write_manifests(self, identity: Mapping) -> None:
-        from bundle.io.paths import atomic_write
+        from bundle.files import atomic_write
 
         text = json.dumps(identity, indent=1) + "\n"
         for manifest in (self._manifest_ckpt, self._manifest_split):

@@ -8,7 +8,13 @@ from pathlib import Path
 
 from bundle.errors import CMRDataError, EmptyDatasetError
 
-__all__ = ["prepare_dataset", "inference_datalist", "configure_cudnn", "worker_init"]
+__all__ = [
+    "prepare_dataset",
+    "inference_datalist",
+    "configure_cudnn",
+    "worker_init",
+    "resolve_metric_release",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +65,15 @@ def inference_datalist(
     check_values: bool = True,
     splits=("ValidationSet", "TestSet"),
     skip=None,
+    tasks=None,
 ) -> list[dict]:
     """Slice items of every undersampled file under ``dataset_dir`` that passes validation.
 
     ``splits`` names the set folders to reconstruct (CMRxRecon2023 trees also hold undersampled TrainingSet
     files); ``None`` takes every undersampled file. ``skip(path) -> bool`` leaves out files before they are
     checked, e.g. :meth:`~bundle.workflows.inference.ReconstructionWriter.is_done` to resume an interrupted run;
-    the number left out is logged, and an empty list is returned when nothing is left to do.
+    the number left out is logged, and an empty list is returned when nothing is left to do. ``tasks`` keeps the
+    CMRxRecon2025 task trees named (``['TaskR1']``; ``None``: every tree under ``dataset_dir``).
 
     Each file is checked first (:func:`bundle.data.checks.check_file`): a bad file is logged, recorded in
     ``report`` (a :class:`~bundle.workflows.handlers.BadDataReport`) and left out, so the others are still
@@ -87,7 +95,7 @@ def inference_datalist(
         if "UnderSample_Task" in where or "AccFactor" in where:
             reject(str(err))
 
-    records = scan_dataset(dataset_dir, modalities=modalities, on_error=on_scan_error)
+    records = scan_dataset(dataset_dir, modalities=modalities, on_error=on_scan_error, tasks=tasks)
     good, done = [], 0
     for record in records:
         if record.kind != "undersampled" or (splits is not None and record.split not in splits):
@@ -115,6 +123,22 @@ def inference_datalist(
             dataset_dir, "no usable undersampled files (UnderSample_Task* or AccFactor*) to reconstruct"
         )
     return build_items(assign_groups(good), exclude=(), trims={})
+
+
+def resolve_metric_release(metric_release: str | int, dataset_dir: str | os.PathLike) -> str:
+    """The metric to score with: ``metric_release`` itself (``'max'``, ``'2023'``, ``'2024'``, ``'2025'``), or for
+    ``'auto'`` the release of the tree under ``dataset_dir`` (:func:`bundle.data.index.detect_layout`), so that
+    numbers on 2024 and 2025 data compare with their leaderboards."""
+    from bundle.data.index import detect_layout
+    from bundle.metrics import METRIC_CHOICES
+
+    value = str(metric_release)
+    if value == "auto":
+        value = detect_layout(dataset_dir)
+        logger.info("scoring with the official CMRxRecon%s metric (the release of %s)", value, dataset_dir)
+    if value not in METRIC_CHOICES:
+        raise ValueError(f"metric_release must be 'auto' or one of {', '.join(METRIC_CHOICES)}, got {metric_release!r}")
+    return value
 
 
 def configure_cudnn(deterministic: bool = False) -> bool:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from ignite.engine import Engine, Events
 
+from bundle.mri import zero_filled_image
+
 __all__ = ["ReconImageWriter"]
 
 
@@ -66,7 +68,6 @@ class ReconImageWriter:
 
     def __call__(self, engine: Engine) -> None:
         """Keep the first image of every modality not seen yet in this run (only those are copied to the host)."""
-        from bundle.workflows.validation import zero_filled_image
 
         output = engine.state.output
         label = output["label"]

@@ -14,26 +14,28 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 
-from bundle.mri import crop_roi, ifft2c, rss
+from bundle.files import atomic_write
+from bundle.metrics import (
+    METRIC_CHOICES,
+    aggregate,
+    describe_metric,
+    official_adjusted_means,
+    official_reference,
+    release_metrics,
+    select_frames,
+    select_slices,
+    series_type,
+)
+from bundle.mri import crop_roi, zero_filled_image
 
-__all__ = ["ChallengeMetric", "MetricsTableWriter", "ReconImageWriter", "zero_filled_image", "select_ranking_items"]
+__all__ = ["ChallengeMetric", "MetricsTableWriter", "select_ranking_items"]
 
 logger = logging.getLogger(__name__)
 METRICS = ("ssim", "psnr", "nmse")
 
 
-def zero_filled_image(masked_kspace: torch.Tensor, num_adj_frames: int) -> torch.Tensor:
-    """RSS of the centre frame of ``(B, F*C, H, W)`` complex masked k-space → ``(B, 1, H, W)``."""
-    coils = masked_kspace.shape[1] // num_adj_frames
-    centre = num_adj_frames // 2
-    k = masked_kspace[:, centre * coils : (centre + 1) * coils]
-    return rss(ifft2c(k.to(torch.complex64)), dim=1).unsqueeze(1)
-
-
 def select_ranking_items(items: Sequence[Mapping]) -> list[dict]:
     """Keep only the (slice, frame) pairs the challenge scores (run4Ranking selection, docs/design.md "Evaluation")."""
-    from bundle.metrics import select_frames, select_slices, series_type
-
     kept = []
     for item in items:
         slices = select_slices(int(item["nz"]))
@@ -60,14 +62,33 @@ class ChallengeMetric(Metric):
     Args:
         num_adj_frames: frames stacked in the network input (to find the centre frame for zero-filling).
         prefix: prefix of every metric name, e.g. ``"val_"``.
+        metric_release: how each image is scored (:func:`bundle.metrics.release_metrics`): ``"max"`` (default;
+            each image divided by its max, the HyperCMR paper's tables) or ``"2023"``, ``"2024"``, ``"2025"``:
+            exactly as that release's official scorer, its choice of reference image included.
+        datalist: the items being scored; it gives the number of files per centre and vendor that the 2025
+            adjusted means divide by (files that never reach the metric, e.g. skipped as bad, count as zero).
     """
 
     # Ignite hands ``update`` these entries of the engine output, in this order.
     required_output_keys = ("image", "pred", "label")
 
-    def __init__(self, num_adj_frames: int = 5, prefix: str = "val_", output_transform: Callable = lambda x: x):
+    def __init__(
+        self,
+        num_adj_frames: int = 5,
+        prefix: str = "val_",
+        output_transform: Callable = lambda x: x,
+        metric_release: str = "max",
+        datalist: Sequence[Mapping] | None = None,
+    ):
         self.num_adj_frames = int(num_adj_frames)
         self.prefix = prefix
+        metric_release = str(metric_release)
+        if metric_release not in METRIC_CHOICES:
+            raise ValueError(
+                f"metric_release must be one of {METRIC_CHOICES} (or 'auto' in configs), got {metric_release!r}"
+            )
+        self.metric_release = metric_release
+        self.expected = _expected_files(datalist or ())
         self.rows: list[dict] = []
         super().__init__(output_transform=output_transform)
 
@@ -75,8 +96,6 @@ class ChallengeMetric(Metric):
         self.rows = []
 
     def update(self, output: Sequence) -> None:
-        from bundle.metrics import challenge_metrics
-
         image, pred, label = output
         pred = pred[0] if isinstance(pred, (tuple, list)) else pred
         target = label["target"]
@@ -84,24 +103,45 @@ class ChallengeMetric(Metric):
         pred_roi = crop_roi(pred.detach().float()[:, 0]).cpu().numpy()
         target_roi = crop_roi(target.detach().float()[:, 0]).cpu().numpy()
         zf_roi = crop_roi(zero_filled.detach().float()[:, 0]).cpu().numpy()
-        recon = challenge_metrics(pred_roi, target_roi)
-        baseline = challenge_metrics(zf_roi, target_roi)
         files = _to_list(label["file"])
+        references = self._references(label, len(files))
+        recon = release_metrics(pred_roi, target_roi, self.metric_release, references)
+        baseline = release_metrics(zf_roi, target_roi, self.metric_release, references)
         modalities = _to_list(label.get("modality", [""] * len(files)))
         zs, ts = _to_list(label.get("z", [-1] * len(files))), _to_list(label.get("t", [-1] * len(files)))
         patterns = _to_list(label.get("pattern", [""] * len(files)))
         accelerations = _to_list(label.get("acceleration", [-1] * len(files)))
+        patients = _to_list(label.get("patient", [""] * len(files)))
         for i, file in enumerate(files):
             row = {"file": file, "modality": modalities[i], "z": zs[i], "t": ts[i]}
             row.update(pattern=str(patterns[i]), acceleration=int(accelerations[i]))
+            center, vendor = _site(str(patients[i]))
+            if center is not None:
+                row.update(center=center, vendor=vendor)
             for metric in METRICS:
                 row[metric] = float(recon[metric][i])
                 row[f"zf_{metric}"] = float(baseline[metric][i])
             self.rows.append(row)
 
+    def _references(self, label: Mapping, n: int) -> list[str] | None:
+        """Per item, the image the official scorer treats as reference (it depends on the file's selection)."""
+        if self.metric_release == "max":
+            return None
+        nzs, nts = _to_list(label.get("nz", [-1] * n)), _to_list(label.get("nt", [-1] * n))
+        series = _to_list(label.get("series", [""] * n))
+        out = []
+        for nz, nt, name in zip(nzs, nts, series):
+            if int(nz) < 1 or int(nt) < 1:
+                out.append("gt")
+                continue
+            kind = series_type(str(name))
+            n_frames = len(select_frames(int(nt), kind))
+            out.append(official_reference(self.metric_release, len(select_slices(int(nz))), n_frames))
+        return out
+
     def tables(self) -> dict:
-        """Per-file, per-modality and overall means of every metric (:func:`bundle.metrics.aggregate`)."""
-        from bundle.metrics import aggregate
+        """Per-file, per-modality and overall means of every metric (:func:`bundle.metrics.aggregate`), the
+        metric used (``metric``) and, for CMRxRecon2025 data, ``per_center_vendor`` and ``official_adjusted``."""
 
         columns = list(METRICS) + [f"zf_{m}" for m in METRICS]
         grouped: dict[str, list[dict]] = defaultdict(list)
@@ -124,6 +164,9 @@ class ChallengeMetric(Metric):
         overall = {"files": len(files), "images": len(self.rows), **result["overall"]}
         tables = {"per_file": result["per_file"], "per_modality": per_modality, "overall": overall}
         tables["per_modality_acceleration"] = _per_modality_acceleration(self.rows, columns)
+        tables["metric"] = {"release": self.metric_release, "description": _describe(self.metric_release)}
+        if any("center" in row for row in self.rows):
+            tables.update(_site_tables(result["per_file"], grouped, columns, self.expected))
         return tables
 
     def compute(self) -> float:
@@ -154,6 +197,55 @@ class ChallengeMetric(Metric):
                 engine.state.metrics[f"{self.prefix}{column}/{row['modality']}"] = row[column]
         engine.state.challenge_tables = tables
         engine.state.challenge_rows = list(self.rows)
+
+
+def _site(patient: str) -> tuple[str | None, str | None]:
+    """``(center, vendor)`` of a CMRxRecon2025 patient key ``<Center>/<Vendor>/<Pxxx>``; ``(None, None)`` else."""
+    parts = patient.split("/")
+    return (parts[0], parts[1]) if len(parts) == 3 else (None, None)
+
+
+def _expected_files(items: Sequence[Mapping]) -> dict[tuple[str, str], int]:
+    """Number of distinct files per ``(center, vendor)`` among ``items`` (CMRxRecon2025 items only)."""
+    files: dict[tuple[str, str], set] = defaultdict(set)
+    for item in items:
+        center, vendor = _site(str(item.get("patient", "")))
+        if center is not None:
+            files[(center, vendor)].add(item["file"])
+    return {site: len(names) for site, names in files.items()}
+
+
+def _describe(metric_release: str) -> str:
+    if metric_release == "max":
+        return (
+            "each image divided by its max (float64), skimage SSIM/PSNR with data_range = max of the normalised GT "
+            "(the HyperCMR paper's tables; the CMRxRecon2023 rule)"
+        )
+    return describe_metric(metric_release)
+
+
+def _site_tables(per_file: Sequence[Mapping], grouped: Mapping, columns: Sequence[str], expected: Mapping) -> dict:
+    """Per (centre, vendor) means and the 2025 scorer's adjusted means (missing files count as zero)."""
+    import numpy as np
+
+    sites: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
+    for row in per_file:
+        first = grouped[row["file"]][0]
+        sites[(first["center"], first["vendor"])].append(row)
+    per_site = [
+        {"center": c, "vendor": v, "files": len(rows), **{k: float(np.mean([r[k] for r in rows])) for k in columns}}
+        for (c, v), rows in sorted(sites.items())
+    ]
+    rows = [
+        {"center": grouped[r["file"]][0]["center"], "vendor": grouped[r["file"]][0]["vendor"], **r} for r in per_file
+    ]
+    counts = {site: max(n, len(sites.get(site, []))) for site, n in expected.items()} or {
+        site: len(files) for site, files in sites.items()
+    }
+    adjusted = official_adjusted_means(rows, counts, group_keys=("center", "vendor"), metrics=("psnr", "ssim", "nmse"))
+    per_group = [{"center": c, "vendor": v, **values} for (c, v), values in adjusted["per_group"].items()]
+    official = {k: adjusted[k] for k in ("psnr_adj", "ssim_adj", "nmse_adj", "n_groups")}
+    return {"per_center_vendor": per_site, "official_adjusted": {**official, "per_group": per_group}}
 
 
 def _per_modality_acceleration(rows: Sequence[Mapping], columns: Sequence[str]) -> list[dict]:
@@ -201,8 +293,6 @@ class MetricsTableWriter:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        from bundle.io.paths import atomic_write
-
         tables = getattr(engine.state, "challenge_tables", None)
         if tables is None:
             raise RuntimeError("MetricsTableWriter needs a ChallengeMetric attached to the same engine")
@@ -210,13 +300,16 @@ class MetricsTableWriter:
         base = Path(self.output_dir) / self.prefix
 
         atomic_write(f"{base}.json", lambda tmp: Path(tmp).write_text(json.dumps(tables, indent=2)))
-        for level in ("per_file", "per_modality"):
-            rows = tables[level]
+        metric = tables.get("metric", {}).get("release", "max")
+        for level in ("per_file", "per_modality", "per_center_vendor"):
+            rows = [{**row, "metric": metric} for row in tables.get(level, [])]  # the CSV names its metric too
             if rows:
                 atomic_write(f"{base}_{level}.csv", lambda tmp, rows=rows: _write_csv(tmp, rows))
         overall = tables["overall"]
         logger.info(
-            "overall: SSIM %.4f PSNR %.2f NMSE %.4f (zero-filled: SSIM %.4f PSNR %.2f NMSE %.4f); tables in %s",
+            "overall (metric %s): SSIM %.4f PSNR %.2f NMSE %.4f (zero-filled: SSIM %.4f PSNR %.2f NMSE %.4f); "
+            "tables in %s",
+            metric,
             overall["ssim"],
             overall["psnr"],
             overall["nmse"],
@@ -225,7 +318,3 @@ class MetricsTableWriter:
             overall["zf_nmse"],
             self.output_dir,
         )
-
-
-# The TensorBoard image handler lives in its own module; the name stays importable from here for old configs.
-from bundle.workflows.tb_images import ReconImageWriter  # noqa: E402
