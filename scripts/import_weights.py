@@ -91,12 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         f"imported {args.src} in {elapsed:.1f} s: {version}, {network_args['num_cascades']} cascades, "
         f"{params:,} parameters"
     )
-    if weights.acs is None:
-        print(f"ACS width: {weights.acs_reason} (network.yaml leaves acs_source and num_low_frequencies unset)")
-    else:
-        width = weights.acs["num_low_frequencies"]
-        fixed = "" if width is None else f", num_low_frequencies {width}"
-        print(f"ACS width: acs_source {weights.acs['acs_source']}{fixed} ({weights.acs_reason})")
     print(f"wrote {model}")
     print(f"wrote {overlay}")
     print("reconstruct a dataset with:")

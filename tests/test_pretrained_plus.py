@@ -102,7 +102,7 @@ def test_published_layout_checkpoint_imports_and_gives_the_same_image(plus, tmp_
     with caplog.at_level(logging.INFO, logger="bundle.networks.pretrained"):
         assert import_weights([str(src), "--out-dir", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "PromptMR+, 2 cascades" in printed and "acs_source network, num_low_frequencies 16" in printed
+    assert "PromptMR+, 2 cascades" in printed and "acs_source network, num_low_frequencies 16" in caplog.text
     assert "python -m monai.bundle run inference" in printed
     assert "ignoring 1 non-network entries: loss.w" in caplog.text
 
