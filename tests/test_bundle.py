@@ -393,8 +393,10 @@ def test_inference_config_repeats_the_training_definitions_exactly():
     train, infer = ConfigParser(), ConfigParser()
     train.read_config(str(CONFIGS / "train.yaml"))
     infer.read_config(str(CONFIGS / "inference.yaml"))
-    for key in ("network_def", "sample_steps", "amp", "amp_dtype", "precision", "num_adj_frames"):
+    for key in ("network_def", "sample_steps", "amp_dtype", "precision", "num_adj_frames"):
         assert train.get(key) == infer.get(key), f"{key} differs between train.yaml and inference.yaml"
+    # The one intended difference: inference is exact fp32 on the CPU (autocast on GPUs only), training is not.
+    assert (train.get("amp"), infer.get("amp")) == ("auto", "cuda")
     # Inference adds only its slab cache and the bad-slice marking to the loader.
     extra = ("slab_cache", "mark_bad")
     assert train.get("load_slice") == {k: v for k, v in infer.get("load_slice").items() if k not in extra}

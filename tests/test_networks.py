@@ -532,3 +532,29 @@ def test_state_dict_roundtrip_between_instances():
     k = make_kspace(2, 2, mask.expand(2, F, H, W))
     with torch.no_grad():
         assert torch.equal(a.eval()(k, mask)[0], b.eval()(k, mask)[0])
+
+
+def test_acs_source_decides_the_width_of_a_call():
+    """docs/design.md, "ACS width: where it comes from": item, network or mask, one rule in PromptMR.acs_width."""
+    assert tiny_model(num_cascades=1).acs_source == "mask"  # no configured width: the mask's
+    assert tiny_model(num_cascades=1, num_low_frequencies=16).network_args["acs_source"] == "item"
+    item = tiny_model(num_cascades=1, num_low_frequencies=16, acs_source="item")
+    fixed = tiny_model(num_cascades=1, num_low_frequencies=16, acs_source="network")
+    mask = tiny_model(num_cascades=1, num_low_frequencies=16, acs_source="mask")
+    assert (item.acs_width(None, 24), item.acs_width(None, None)) == (24, 16)
+    assert (fixed.acs_width(None, 24), fixed.acs_width(None, None)) == (16, 16)
+    assert (mask.acs_width(None, 24), mask.acs_width(None, None)) == (None, None)
+    assert all(net.acs_width(8, 24) == 8 for net in (item, fixed, mask))  # a direct caller's width wins
+    with pytest.raises(ValueError, match="acs_source must be one of"):
+        tiny_model(num_cascades=1, acs_source="file")
+    with pytest.raises(ValueError, match="needs num_low_frequencies"):
+        tiny_model(num_cascades=1, acs_source="network")
+
+    # The forward pass follows it: acs_width=4 from the items changes an item-source network's image only.
+    mask_t = make_mask("frames_1d", b=1)
+    kspace = make_kspace(1, 2, mask_t)
+    with torch.no_grad():
+        for net, moves in ((item, True), (fixed, False), (mask, False)):
+            net.eval()
+            same = torch.equal(net(kspace, mask_t)[0], net(kspace, mask_t, acs_width=4)[0])
+            assert same is not moves, net.acs_source

@@ -37,7 +37,7 @@ def test_cuda_precision_prefers_bf16_and_scales_only_fp16(monkeypatch):
 def test_bad_precision_settings_are_refused():
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         resolve_precision(True, "fp16", "cpu")
-    with pytest.raises(ValueError, match="amp must be auto"):
+    with pytest.raises(ValueError, match="amp must be auto, cuda"):
         resolve_precision("sometimes", "auto", "cpu")
     with pytest.raises(ValueError, match="amp_dtype must be"):
         resolve_precision(True, "int8", "cpu")
@@ -138,3 +138,30 @@ def test_bf16_training_in_a_monai_trainer_runs_and_learns():
     trainer.run()
     assert torch.isfinite(torch.as_tensor(trainer.state.output["loss"]))
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_inference_and_evaluation_default_to_fp32_on_a_cpu_with_native_bf16(monkeypatch):
+    """Inference and evaluation results must not depend on the CPU: amp defaults to cuda there (bf16 autocast on
+    GPUs only), while training keeps auto (bf16 on this CPU)."""
+    from conftest import REPO
+    from monai.bundle import ConfigParser
+
+    monkeypatch.setattr(precision_mod, "cpu_has_native_bf16", lambda: True)
+    configs = REPO / "configs"
+    resolved = {}
+    for name, files in {
+        "training": ["train.yaml"],
+        "inference": ["inference.yaml"],
+        "evaluation": ["train.yaml", "evaluate.yaml"],
+    }.items():
+        parser = ConfigParser()
+        parser.read_config([str(configs / f) for f in files])
+        parser["device"] = "$torch.device('cpu')"
+        parser["bundle_root"] = str(REPO)
+        resolved[name] = parser.get_parsed_content("precision")
+    assert resolved["training"].dtype == torch.bfloat16
+    assert resolved["inference"].dtype is None and resolved["evaluation"].dtype is None
+    assert resolve_precision("cuda", "auto", "cpu").dtype is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("cuda", "auto", "cuda").dtype == torch.bfloat16  # GPUs may keep bf16

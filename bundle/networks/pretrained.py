@@ -3,8 +3,9 @@
 Formats recognised by :func:`load_pretrained` (the network keys are those of :class:`PromptMR`):
 
 ==============================  =======================================================================
-PyTorch Lightning (PromptMR v1)  ``{"state_dict": {"promptmr.<key>": ..., "loss.w": ...}, "hyper_parameters"
-                                 : {...}, "epoch", "global_step", "optimizer_states", "lr_schedulers", ...}``
+PyTorch Lightning (PromptMR v1   ``{"state_dict": {"promptmr.<key>": ..., "loss.w": ...}, "hyper_parameters"
+and PromptMR+)                   : {...}, "epoch", "global_step", "optimizer_states", "lr_schedulers", ...}``;
+                                 PromptMR+ saves ``model_version: "promptmr_v2"`` (the bundle's ``"plus"``)
 HyperCMR training checkpoint     ``{"model_state_dict": {["module."]<key>: ...}, "optimizer_state_dict",
                                  "scaler_state_dict", "epoch", ...}`` (``checkpoint.pth.tar``,
                                  ``model_best.pth.tar``)
@@ -20,6 +21,10 @@ exception, because they are plain data that training frameworks leave in their c
 The architecture comes from the Lightning ``hyper_parameters`` when they are present, otherwise from the tensor
 shapes (:func:`infer_network_args`); either way every key and shape is then checked against a network built with
 those arguments.
+
+The ACS handling (``acs_source``, ``num_low_frequencies``) is set to what the published model's own inference
+used where the format tells (:func:`published_acs`), and otherwise left to the base config
+(``docs/design.md``, "ACS width: where it comes from").
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ import os
 import pickle
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
 
 from ..errors import CheckpointError, CheckpointMismatchError, UnsafeCheckpointError
+from .promptunet import rename_legacy_keys
 
 __all__ = [
     "ARCHITECTURE_ARGS",
@@ -43,6 +50,10 @@ __all__ = [
     "extract_state_dict",
     "infer_network_args",
     "check_state_dict",
+    "upgrade_state_dict",
+    "published_acs",
+    "PretrainedWeights",
+    "import_pretrained",
     "load_pretrained",
     "load_network_weights",
     "check_checkpoint",
@@ -80,8 +91,15 @@ ARCHITECTURE_ARGS = (
 #: The overlay written beside every saved ``model.pt``.
 NETWORK_OVERLAY_NAME = "network.yaml"
 
+#: The ``PromptMR`` arguments that decide the ACS width of a call; an import sets both or neither.
+ACS_ARGS = ("acs_source", "num_low_frequencies")
+
 # Lightning hyper-parameter names that differ from PromptMR's argument names.
 _LIGHTNING_NAMES = {"num_adj_slices": "num_adj_frames"}
+# The PromptMR+ Lightning module's model_version (the module file it imports) -> this bundle's model_version.
+_LIGHTNING_VERSIONS = {"promptmr_v2": "plus"}
+# The width PromptMR+'s CMRxRecon2024 inference passes to its network (a fixed 16, not inferred from the mask).
+_PROMPTMR_PLUS_ACS = 16
 # Prefixes under which trainers store the network (Lightning attribute, DDP wrapper, both).
 _PREFIXES = ("", "module.", "promptmr.", "module.promptmr.", "model.", "module.model.")
 _ANCHOR = "cascades.0.dc_weight"
@@ -171,6 +189,19 @@ def _strip_prefix(raw: Mapping, path: str) -> dict:
     return {k[len(prefix) :]: v for k, v in raw.items() if k.startswith(prefix)}
 
 
+def upgrade_state_dict(state_dict: Mapping, path: str | os.PathLike | None = None) -> dict:
+    """``state_dict`` with the PromptMR+ momentum keys of older bundle checkpoints renamed to the reference's
+    (``momentum.conv.*`` -> ``momentum.0.*``, ``momentum.cab.*`` -> ``momentum.1.*``), logged once per call."""
+    state, renamed = rename_legacy_keys(state_dict)
+    if renamed:
+        logger.info(
+            "%s: renamed %d PromptMR+ momentum keys of an older bundle checkpoint (momentum.conv/cab -> momentum.0/1)",
+            os.fspath(path) if path is not None else "checkpoint",
+            renamed,
+        )
+    return state
+
+
 def extract_state_dict(checkpoint: object, path: str | os.PathLike = "<checkpoint>") -> tuple[str, dict, dict | None]:
     """``(format, network state dict, Lightning hyper-parameters or None)`` from a loaded checkpoint.
 
@@ -181,17 +212,39 @@ def extract_state_dict(checkpoint: object, path: str | os.PathLike = "<checkpoin
         raise CheckpointError.at(path, f"is not a checkpoint dictionary (it holds a {type(checkpoint).__name__})")
     if isinstance(checkpoint.get("state_dict"), Mapping):
         hparams = checkpoint.get("hyper_parameters")
-        return "lightning", _strip_prefix(checkpoint["state_dict"], path), dict(hparams) if hparams else None
+        hparams = dict(hparams) if hparams else None
+        _check_model_version(hparams, path)
+        return "lightning", upgrade_state_dict(_strip_prefix(checkpoint["state_dict"], path), path), hparams
     if isinstance(checkpoint.get("model_state_dict"), Mapping):
-        return "hypercmr", _strip_prefix(checkpoint["model_state_dict"], path), None
+        return "hypercmr", upgrade_state_dict(_strip_prefix(checkpoint["model_state_dict"], path), path), None
     if _is_tensor_dict(checkpoint.get("model")) and not _is_tensor_dict(checkpoint):
-        return "bundle-checkpoint", _strip_prefix(checkpoint["model"], path), None
+        return "bundle-checkpoint", upgrade_state_dict(_strip_prefix(checkpoint["model"], path), path), None
     if _is_tensor_dict(checkpoint):
-        return "state-dict", _strip_prefix(checkpoint, path), None
+        return "state-dict", upgrade_state_dict(_strip_prefix(checkpoint, path), path), None
     raise CheckpointError.at(
         path,
         "unknown checkpoint format: expected a Lightning checkpoint ('state_dict'), a HyperCMR checkpoint "
         f"('model_state_dict'), a bundle checkpoint ('model') or a state dict; found keys {sorted(checkpoint)[:8]}",
+    )
+
+
+def _check_model_version(hparams: Mapping | None, path) -> None:
+    """Refuse Lightning checkpoints of a network this bundle does not implement, before reading any tensor."""
+    version = (hparams or {}).get("model_version")
+    if version is None or version in _LIGHTNING_VERSIONS or version in ("v1", "plus"):
+        return
+    if version == "promptmr":
+        raise CheckpointError.at(
+            path,
+            "is a PromptMR+ checkpoint of the k-space form (model_version 'promptmr', models/promptmr.py of "
+            "PromptMR-plus), a different function from the image-domain PromptMR+ (model_version 'promptmr_v2') "
+            "that this bundle implements: its weights cannot be imported. Use a 'promptmr_v2' checkpoint (the "
+            "published CMRxRecon2024 ones are), or a PromptMR v1 checkpoint (no model_version)",
+        )
+    raise CheckpointError.at(
+        path,
+        f"has model_version {version!r} in its hyper-parameters; this bundle imports PromptMR v1 (no model_version) "
+        "and PromptMR+ 'promptmr_v2' checkpoints only",
     )
 
 
@@ -236,7 +289,7 @@ _SHARED = ("len_prompt", "prompt_size", "n_enc_cab", "n_dec_cab", "n_skip_cab", 
 
 def _history_length(state: Mapping, prefix: str) -> int:
     """PromptMR+ decoder-history length of the U-Net under ``prefix`` (0 when it has no momentum blocks)."""
-    key = prefix + "dec_level3.momentum.conv.weight"
+    key = prefix + "dec_level3.momentum.0.weight"
     if key not in state:
         return 0
     out_chans, in_chans = _shape(state, key)[:2]
@@ -311,6 +364,8 @@ def _from_hparams(hparams: Mapping, inferred: Mapping) -> dict:
     args = dict(inferred)
     for key, value in hparams.items():
         name = _LIGHTNING_NAMES.get(key, key)
+        if name == "model_version":
+            value = _LIGHTNING_VERSIONS.get(value, value)
         if name in ARCHITECTURE_ARGS:
             args[name] = [int(v) for v in value] if isinstance(value, (list, tuple)) else value
     return args
@@ -381,15 +436,67 @@ def check_state_dict(network: torch.nn.Module, state_dict: Mapping, path: str | 
 # --------------------------------------------------------------------------------------------------- import
 
 
-def load_pretrained(path: str | os.PathLike, map_location="cpu") -> tuple[dict, dict]:
-    """Read PromptMR v1 weights in any known format: ``(state_dict, network_args)``.
+def published_acs(fmt: str, hparams: Mapping | None, path: str | os.PathLike) -> tuple[dict | None, str]:
+    """The ACS handling of the pipeline that made a checkpoint: ``({acs_source, num_low_frequencies} or None, why)``.
 
-    ``state_dict`` has exactly the keys and shapes of ``PromptMR(**network_args)`` (checked);
-    ``network_args`` holds every ``PromptMR`` argument: the architecture from the Lightning hyper-parameters or
-    the tensor shapes, and ``PromptMR``'s defaults for the run-time options.
+    * PromptMR+ Lightning (``model_version: promptmr_v2``): its CMRxRecon2024 inference passes a fixed 16, so
+      ``network`` with 16.
+    * PromptMR v1 Lightning (no ``model_version``) and HyperCMR checkpoints: their inference passes no width and
+      the sensitivity network infers it from each mask, so ``mask``.
+    * This bundle's own files: what the ``network.yaml`` beside them records (that is what the model was trained
+      with); without one, ``None``: the base config's setting applies.
+    * A plain state dict of unknown origin: ``None``.
+    """
+    if fmt == "lightning":
+        if (hparams or {}).get("model_version") == "promptmr_v2":
+            why = f"PromptMR+ inference passes a fixed ACS width of {_PROMPTMR_PLUS_ACS}"
+            return {"acs_source": "network", "num_low_frequencies": _PROMPTMR_PLUS_ACS}, why
+        return {"acs_source": "mask", "num_low_frequencies": None}, "PromptMR v1 inference infers the width per mask"
+    if fmt == "hypercmr":
+        return {"acs_source": "mask", "num_low_frequencies": None}, "HyperCMR inference infers the width per mask"
+    folder = Path(path).parent
+    for overlay in (folder / NETWORK_OVERLAY_NAME, folder.parent / NETWORK_OVERLAY_NAME):
+        if overlay.is_file() and (folder.name == "checkpoints" or overlay.parent == folder):
+            recorded = read_network_overlay(overlay)
+            if "acs_source" in recorded:
+                acs = {name: recorded.get(name) for name in ACS_ARGS}
+                return acs, f"as recorded in {overlay}"
+            if recorded.get("num_low_frequencies") is not None:
+                # Written before acs_source existed: training passed the items' widths, so "item".
+                acs = {"acs_source": "item", "num_low_frequencies": recorded["num_low_frequencies"]}
+                return acs, f"{overlay} predates acs_source; the bundle trained with the items' widths"
+    return None, "the file does not say; the base config's setting applies"
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """What :func:`import_pretrained` read from one file.
+
+    ``state``: the network state dict (checked against ``PromptMR(**network_args)``); ``network_args``: every
+    ``PromptMR`` argument (run-time options at ``PromptMR``'s defaults, the ACS handling from ``acs`` where
+    known); ``acs``: the ACS arguments the source pipeline used, or ``None`` when the file does not say (the
+    overlay then leaves them to the base config); ``acs_reason``: why; ``fmt``: the checkpoint format.
+    """
+
+    state: dict
+    network_args: dict
+    acs: dict | None
+    acs_reason: str
+    fmt: str
+
+    def overlay_args(self) -> dict:
+        """The arguments ``network.yaml`` sets: all of them, less the ACS ones when the source does not say."""
+        if self.acs is not None:
+            return dict(self.network_args)
+        return {k: v for k, v in self.network_args.items() if k not in ACS_ARGS}
+
+
+def import_pretrained(path: str | os.PathLike, map_location="cpu") -> PretrainedWeights:
+    """Read PromptMR v1 or PromptMR+ weights in any known format (see the module docstring).
 
     Raises:
-        CheckpointError / UnsafeCheckpointError: the file cannot be read safely or is not a PromptMR checkpoint.
+        CheckpointError / UnsafeCheckpointError: the file cannot be read safely, is not a PromptMR checkpoint,
+            or is a network this bundle does not implement (PromptMR+'s k-space form, ``model_version: promptmr``).
         CheckpointMismatchError: its tensors do not form the network its hyper-parameters describe.
     """
     from .promptmr import PromptMR
@@ -399,14 +506,39 @@ def load_pretrained(path: str | os.PathLike, map_location="cpu") -> tuple[dict, 
     try:
         inferred = infer_network_args(state)
     except ValueError as err:
-        raise CheckpointMismatchError.at(path, f"is not a PromptMR v1 state dict: {err}") from err
+        raise CheckpointMismatchError.at(path, f"is not a PromptMR state dict: {err}") from err
     arch = _from_hparams(hparams, inferred) if hparams else inferred
+    acs, reason = published_acs(fmt, hparams, path)
     # The meta device gives every shape without allocating the ~80 M parameters.
     with torch.device("meta"):
-        network = PromptMR(**arch)
+        network = PromptMR(**arch, **(acs or {}))
     check_state_dict(network, state, path)
-    logger.info("%s: %s format, %d tensors, %d cascades", path, fmt, len(state), arch["num_cascades"])
-    return state, dict(network.network_args)
+    version = "PromptMR+" if arch["model_version"] == "plus" else "PromptMR v1"
+    logger.info("%s: %s format, %s, %d tensors, %d cascades", path, fmt, version, len(state), arch["num_cascades"])
+    if acs is None:
+        logger.info("%s: ACS width: %s", path, reason)
+    else:
+        width = acs["num_low_frequencies"]
+        logger.info(
+            "%s: ACS width: acs_source %s%s (%s)",
+            path,
+            acs["acs_source"],
+            "" if width is None else f", num_low_frequencies {width}",
+            reason,
+        )
+    return PretrainedWeights(state, dict(network.network_args), acs, reason, fmt)
+
+
+def load_pretrained(path: str | os.PathLike, map_location="cpu") -> tuple[dict, dict]:
+    """``(state_dict, network_args)`` of :func:`import_pretrained`.
+
+    ``state_dict`` has exactly the keys and shapes of ``PromptMR(**network_args)`` (checked);
+    ``network_args`` holds every ``PromptMR`` argument: the architecture from the Lightning hyper-parameters or
+    the tensor shapes, the ACS handling of the source pipeline where known, and ``PromptMR``'s defaults for the
+    other run-time options.
+    """
+    weights = import_pretrained(path, map_location)
+    return weights.state, weights.network_args
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -458,6 +590,10 @@ def save_network_overlay(path: str | os.PathLike, network_args: Mapping, source:
     ]
     if source:
         lines.append(f"# imported from {source}")
+    if "acs_source" not in network_args:
+        lines.append(
+            "# acs_source and num_low_frequencies are not set: the source does not say, the base config's apply"
+        )
     body = {"num_adj_frames": int(network_args["num_adj_frames"])}
     body.update({f"network_def#{k}": (list(v) if isinstance(v, tuple) else v) for k, v in network_args.items()})
     text = "\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False, default_flow_style=None)

@@ -29,6 +29,8 @@ from .sensnet import SensNet
 __all__ = ["PromptMR", "PromptMRCascade", "PromptMRPlusCascade", "sens_expand", "sens_reduce", "frame_mask"]
 
 MODEL_VERSIONS = ("v1", "plus")
+#: Where the Cartesian ACS width of a call comes from (``docs/design.md``, "ACS width: where it comes from").
+ACS_SOURCES = ("item", "network", "mask")
 
 
 def sens_expand(x: Tensor, sens: Tensor) -> Tensor:
@@ -125,8 +127,13 @@ class PromptMR(nn.Module):
         no_use_ca: drop channel attention; learnable_prompt: train the (by default frozen) prompts.
         use_checkpoint: gradient-checkpoint every cascade and every SensNet chunk while training.
         sens_chunk_size: SensNet processes at most this many coil images at once (``None``: all B*F*C).
-        num_low_frequencies: Cartesian ACS width; ``None`` infers it per sample from the mask (pass 16 for
-            CMRxRecon2024, since inference can overshoot on random masks).
+        num_low_frequencies: the configured Cartesian ACS width; ``None`` infers it per sample from the mask.
+        acs_source: where the ACS width of a call comes from (``docs/design.md``, "ACS width: where it comes
+            from"): ``"item"`` the data item's width (the ``acs_width`` the batch passes: 16 in CMRxRecon2024, 24
+            in 2023, 20 in 2025), else ``num_low_frequencies``; ``"network"`` always ``num_low_frequencies``;
+            ``"mask"`` inferred from each sample's mask (the published PromptMR v1 and HyperCMR pipelines).
+            ``None`` (the default) means ``"item"`` when ``num_low_frequencies`` is set (what the bundle's configs
+            train with), else ``"mask"``; the resolved value is what :attr:`network_args` records.
         sens_mask_type, reference_radial_bug, radial_acs_size: radial-mask handling of :class:`SensNet`.
         model_version: ``"v1"`` (k-space cascades, above) or ``"plus"`` (PromptMR+ image-domain cascades,
             :class:`PromptMRPlusCascade`).
@@ -166,6 +173,7 @@ class PromptMR(nn.Module):
         use_checkpoint: bool = False,
         sens_chunk_size: Optional[int] = None,
         num_low_frequencies: Optional[int] = None,
+        acs_source: Optional[str] = None,
         sens_mask_type: str = "auto",
         reference_radial_bug: bool = False,
         radial_acs_size: int = 16,
@@ -188,6 +196,12 @@ class PromptMR(nn.Module):
             )
         if n_history < 0:
             raise ValueError(f"n_history must be >= 0, got {n_history}")
+        if acs_source is None:
+            acs_source = "item" if num_low_frequencies is not None else "mask"
+        if acs_source not in ACS_SOURCES:
+            raise ValueError(f"acs_source must be one of {ACS_SOURCES}, got {acs_source!r}")
+        if acs_source == "network" and num_low_frequencies is None:
+            raise ValueError("acs_source 'network' needs num_low_frequencies (the fixed ACS width); got None")
         # Every constructor argument, as plain JSON/YAML values: written as network.yaml beside saved weights.
         self.network_args = {
             "num_cascades": int(num_cascades),
@@ -209,6 +223,7 @@ class PromptMR(nn.Module):
             "use_checkpoint": bool(use_checkpoint),
             "sens_chunk_size": None if sens_chunk_size is None else int(sens_chunk_size),
             "num_low_frequencies": None if num_low_frequencies is None else int(num_low_frequencies),
+            "acs_source": str(acs_source),
             "sens_mask_type": str(sens_mask_type),
             "reference_radial_bug": bool(reference_radial_bug),
             "radial_acs_size": int(radial_acs_size),
@@ -221,6 +236,7 @@ class PromptMR(nn.Module):
         self.num_adj_frames = num_adj_frames
         self.use_checkpoint = use_checkpoint
         self.num_low_frequencies = num_low_frequencies
+        self.acs_source = str(acs_source)
         # Created once and handed to every U-Net, but not registered here, so it is not an extra state-dict key.
         act = nn.PReLU()
         shared = dict(
@@ -290,12 +306,29 @@ class PromptMR(nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """``nn.Module.load_state_dict``; with ``strict``, a checkpoint of another architecture raises one
         :class:`~bundle.errors.CheckpointMismatchError` that names the differing arguments, instead of
-        PyTorch's list of every mismatching tensor."""
-        if strict:
-            from .pretrained import check_state_dict
+        PyTorch's list of every mismatching tensor. PromptMR+ momentum keys of older bundle checkpoints
+        (``momentum.conv.*``, ``momentum.cab.*``) are mapped to the reference's names first, with a log line."""
+        from .pretrained import check_state_dict, upgrade_state_dict
 
+        state_dict = upgrade_state_dict(state_dict)
+        if strict:
             check_state_dict(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def acs_width(self, num_low_frequencies: Optional[int] = None, acs_width: Optional[int] = None) -> Optional[int]:
+        """The Cartesian ACS width of one call; ``None`` means inferred per sample from the mask.
+
+        An explicit ``num_low_frequencies`` (a direct caller's override) wins. Otherwise :attr:`acs_source`
+        decides: ``"item"`` takes ``acs_width`` (the batch items' width), falling back to the configured
+        ``num_low_frequencies``; ``"network"`` takes the configured width; ``"mask"`` gives ``None``.
+        """
+        if num_low_frequencies is not None:
+            return num_low_frequencies
+        if self.acs_source == "mask":
+            return None
+        if self.acs_source == "item" and acs_width is not None:
+            return acs_width
+        return self.num_low_frequencies
 
     def forward(
         self,
@@ -303,14 +336,18 @@ class PromptMR(nn.Module):
         mask: Tensor,
         num_low_frequencies: Optional[int] = None,
         is_radial: Optional[Tensor] = None,
+        acs_width: Optional[int] = None,
     ) -> tuple[Tensor, Tensor]:
         """Reconstruct the centre frame.
 
         Args:
             masked_kspace: ``(B, F*C, H, W)`` complex, frame-major; C is inferred.
             mask: ``(B, F|1, H|1, W)`` real or bool sampling mask, per sample.
-            num_low_frequencies: Cartesian ACS width for this call; ``None`` uses the constructor's value.
+            num_low_frequencies: Cartesian ACS width for this call, overriding everything; ``None``: the
+                width :meth:`acs_width` chooses.
             is_radial: optional ``(B,)`` bool from metadata, overriding SensNet's mask-type rule.
+            acs_width: the ACS width the data items carry (``PrepareReconBatch`` passes it); used only with
+                ``acs_source="item"``.
 
         Returns:
             ``image`` ``(B, 1, H, W)`` float32, the RSS magnitude of the centre frame, and ``kspace``
@@ -323,7 +360,7 @@ class PromptMR(nn.Module):
         c = fc // f
         ref_kspace = masked_kspace.to(torch.complex64).contiguous()
         mask = frame_mask(mask, f)
-        n_low = num_low_frequencies if num_low_frequencies is not None else self.num_low_frequencies
+        n_low = self.acs_width(num_low_frequencies, acs_width)
 
         sens = self.sens_net(ref_kspace, mask, n_low, is_radial).view(b, f, c, h, w)
         mask5 = mask.unsqueeze(2)

@@ -20,7 +20,8 @@ Module names mirror the reference state-dict keys (``sens_net.norm_unet.unet.…
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -39,6 +40,7 @@ __all__ = [
     "PromptBlock",
     "PromptUnet",
     "NormPromptUnet",
+    "rename_legacy_keys",
 ]
 
 
@@ -191,29 +193,65 @@ class PromptBlock(nn.Module):
         return self.dec_conv3x3(prompt)
 
 
-class Momentum(nn.Module):
+class Momentum(nn.Sequential):
     """PromptMR+ decoder "momentum": mix a decoder input with the same level's inputs of earlier cascades.
 
     ``x (B, C, H, W)`` and ``history (B, n_history*C, H, W)`` (newest first; ``None`` in the first cascade, where
     ``x`` stands in for every earlier feature) -> ``CAB(conv1x1(cat[x, history]))`` ``(B, C, H, W)``.
     The 1x1 conv maps ``(n_history + 1) * C`` channels to C without bias; the CAB uses the shared activation.
+
+    A two-element sequence, so its state-dict keys are the reference's: ``momentum.0.weight`` (the conv) and
+    ``momentum.1.{body.0,body.2,CA.conv_du.0,CA.conv_du.2}.weight`` (the CAB). Bundle checkpoints saved before
+    that rename (``momentum.conv.*``, ``momentum.cab.*``) are mapped on load (:func:`rename_legacy_keys`);
+    :attr:`conv` and :attr:`cab` name the two parts.
     """
 
+    __jit_unused_properties__ = ["conv", "cab"]
+
     def __init__(self, channels: int, n_history: int, cab: Optional[CABSpec] = None) -> None:
-        super().__init__()
         if n_history < 1:
             raise ValueError(f"n_history must be positive, got {n_history}")
-        self.n_history = n_history
         cab = cab or CABSpec()
-        self.conv = conv(channels * (n_history + 1), channels, 1, cab.bias)
-        self.cab = cab.cab(channels)
+        super().__init__(conv(channels * (n_history + 1), channels, 1, cab.bias), cab.cab(channels))
+        self.n_history = n_history
+
+    @property
+    def conv(self) -> nn.Module:
+        return self[0]
+
+    @property
+    def cab(self) -> nn.Module:
+        return self[1]
 
     def forward(self, x: Tensor, history: Optional[Tensor] = None) -> Tensor:
         if history is None:
             stacked = x.repeat(1, self.n_history + 1, 1, 1)
         else:
             stacked = torch.cat([x, history], dim=1)
-        return self.cab(self.conv(stacked))
+        for layer in self:
+            stacked = layer(stacked)
+        return stacked
+
+
+# Key parts of bundle checkpoints saved before Momentum took the reference's names.
+_LEGACY_MOMENTUM = re.compile(r"(^|\.)momentum\.(conv|cab)\.")
+
+
+def rename_legacy_keys(state_dict: Mapping) -> tuple[dict, int]:
+    """Map the PromptMR+ momentum keys of older bundle checkpoints to the reference's names.
+
+    ``...momentum.conv.<rest>`` -> ``...momentum.0.<rest>`` and ``...momentum.cab.<rest>`` ->
+    ``...momentum.1.<rest>``; every other key (and the order) is kept. Returns ``(state_dict, n_renamed)``; the
+    input is returned unchanged (not copied) when nothing needs renaming.
+    """
+    if not any(_LEGACY_MOMENTUM.search(k) for k in state_dict):
+        return state_dict if isinstance(state_dict, dict) else dict(state_dict), 0
+    renamed, count = {}, 0
+    for key, value in state_dict.items():
+        new = _LEGACY_MOMENTUM.sub(lambda m: f"{m.group(1)}momentum.{'0' if m.group(2) == 'conv' else '1'}.", key)
+        count += new != key
+        renamed[new] = value
+    return renamed, count
 
 
 class UpBlock(nn.Module):

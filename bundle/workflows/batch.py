@@ -63,16 +63,17 @@ class PackReconSampled(MapTransform):
 def batch_acs_width(batchdata: Mapping) -> int | None:
     """The one ACS width (central ky lines) of a batch's items, or ``None`` when the items do not say.
 
-    CMRxRecon2024 files have 16 ACS lines and CMRxRecon2023 files 24; the index records it per item. Batches are
-    shape-grouped from one tree, so a batch mixing widths is an error rather than something to average over.
+    CMRxRecon2024 files have 16 ACS lines, CMRxRecon2023 files 24 and CMRxRecon2025 files 20; the index (or the
+    loader, for a width measured from an official mask) records it per item. Widths measured from the official
+    masks of different files can differ by a line or two (a sampled line touching the band counts), and the
+    network takes one width per call: a batch mixing widths gets the smallest, a band every item has fully
+    sampled.
     """
     widths = batchdata.get("acs_width")
     if widths is None:
         return None
     found = {int(w) for w in (widths.tolist() if isinstance(widths, torch.Tensor) else widths)} - {-1}
-    if len(found) > 1:
-        raise ValueError(f"a batch mixes items with ACS widths {sorted(found)}; batch files of one release together")
-    return found.pop() if found else None
+    return min(found) if found else None
 
 
 class PrepareReconBatch(PrepareBatch):
@@ -80,8 +81,9 @@ class PrepareReconBatch(PrepareBatch):
 
     ``label`` is a dict with ``target`` (B, 1, H, W), ``kspace_target`` (B, C, H, W) complex and the batch
     metadata (file, z, t, modality, ...), or ``None`` at inference when the batch has no target. ``kwargs`` is
-    ``{"num_low_frequencies": w}`` when the items carry their ACS width (:func:`batch_acs_width`), so the
-    sensitivity network uses the data's calibration region (16 lines in 2024 files, 24 in 2023 files).
+    ``{"acs_width": w}`` when the items carry their ACS width (:func:`batch_acs_width`). The network decides
+    whether it uses that width, its configured one or the mask's (``PromptMR.acs_width``, its ``acs_source``;
+    ``docs/design.md``, "ACS width: where it comes from"); this class only hands the items' width on.
     """
 
     def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
@@ -93,4 +95,4 @@ class PrepareReconBatch(PrepareBatch):
         label = {key: value for key, value in batchdata.items() if key not in ("kspace_masked", "mask")}
         label = {key: move(value) for key, value in label.items()}
         acs_width = batch_acs_width(batchdata)
-        return inputs, label, (mask,), {} if acs_width is None else {"num_low_frequencies": acs_width}
+        return inputs, label, (mask,), {} if acs_width is None else {"acs_width": acs_width}

@@ -6,6 +6,9 @@ CUDA only: bf16 needs no loss scaling (its exponent range is fp32's), and CPU au
 other autocast is done by :class:`AutocastInferer` around the network call. The losses, FFTs, coil combination
 and data consistency stay fp32 either way (the network casts its U-Net outputs back, the losses disable
 autocast), see ``docs/README.md`` "Mixed precision".
+
+Training defaults to ``amp: auto``; inference and evaluation default to ``amp: cuda`` (autocast on GPUs only),
+so that their results on a CPU are exact fp32 and do not depend on which CPU they run on.
 """
 
 from __future__ import annotations
@@ -62,13 +65,13 @@ def cpu_has_native_bf16() -> bool:
 def _parse_switch(value) -> bool | str:
     if isinstance(value, str):
         text = value.strip().lower()
-        if text == "auto":
-            return "auto"
+        if text in ("auto", "cuda"):
+            return text
         if text in ("true", "1", "yes", "on"):
             return True
         if text in ("false", "0", "no", "off", "none", ""):
             return False
-        raise ValueError(f"amp must be auto, true or false, not {value!r}")
+        raise ValueError(f"amp must be auto, cuda, true or false, not {value!r}")
     return bool(value)
 
 
@@ -115,7 +118,8 @@ def resolve_precision(amp="auto", amp_dtype="auto", device="cpu") -> Precision:
     """Decide the autocast dtype.
 
     * ``amp`` false: fp32.
-    * CUDA, ``amp`` auto or true: bf16 where the GPU supports it, else fp16 (with loss scaling).
+    * ``amp`` cuda (the inference and evaluation default): as auto on CUDA, fp32 on every other device.
+    * CUDA, ``amp`` auto, cuda or true: bf16 where the GPU supports it, else fp16 (with loss scaling).
     * CPU, ``amp`` auto: bf16 only where the CPU has native bf16 (:func:`cpu_has_native_bf16`), else fp32;
       ``amp`` true: bf16 regardless (with a warning where it is emulated). fp16 autocast on CPU is refused.
     * other devices: fp32 unless ``amp`` is true and ``amp_dtype`` is given.
@@ -125,7 +129,7 @@ def resolve_precision(amp="auto", amp_dtype="auto", device="cpu") -> Precision:
     switch = _parse_switch(amp)
     dtype = _parse_dtype(amp_dtype)
     device_type = torch.device(device).type
-    if switch is False:
+    if switch is False or (switch == "cuda" and device_type != "cuda"):
         return Precision(device_type)
     if device_type == "cuda":
         if dtype is None:
