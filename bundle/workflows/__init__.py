@@ -33,6 +33,7 @@ from .precision import AutocastInferer, Precision, cpu_has_native_bf16, resolve_
 from .runstate import MANIFEST_NAME, RunState, check_writable
 from .sampler import HYPERCMR_GROUP_ORDER, ShapeGroupBatchSampler, group_batches
 from .setup import configure_cudnn, inference_datalist, keep_freed_memory, prepare_dataset, worker_init
+from .sharding import ShardProgress, balanced_split, gather_inference, is_sharded, rank_device, shard_files
 from .validation import ChallengeMetric, MetricsTableWriter, ReconImageWriter, select_ranking_items, zero_filled_image
 
 __all__ = [
@@ -80,6 +81,12 @@ __all__ = [
     "RunState",
     "check_writable",
     "inference_datalist",
+    "ShardProgress",
+    "balanced_split",
+    "gather_inference",
+    "is_sharded",
+    "rank_device",
+    "shard_files",
     "HYPERCMR_GROUP_ORDER",
     "ShapeGroupBatchSampler",
     "group_batches",

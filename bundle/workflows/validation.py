@@ -15,6 +15,7 @@ from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 
 from bundle.mri import crop_roi, ifft2c, rss
+from bundle.workflows.distributed import is_main_process
 
 __all__ = ["ChallengeMetric", "MetricsTableWriter", "ReconImageWriter", "zero_filled_image", "select_ranking_items"]
 
@@ -206,6 +207,8 @@ class MetricsTableWriter:
         tables = getattr(engine.state, "challenge_tables", None)
         if tables is None:
             raise RuntimeError("MetricsTableWriter needs a ChallengeMetric attached to the same engine")
+        if not is_main_process():  # under torchrun every rank holds the gathered tables; rank 0 writes them
+            return
         os.makedirs(self.output_dir, exist_ok=True)
         base = Path(self.output_dir) / self.prefix
 
