@@ -748,17 +748,18 @@ def _patient_split(
 ) -> tuple[list[str], list[str]]:
     """``(train ids, val ids)``: loaded from ``split_file`` when it exists, else computed (and saved there).
 
-    Under ``torch.distributed`` rank 0 alone writes the file, behind a barrier, and every rank reads that file.
+    Under ``torch.distributed`` global rank 0 alone reads or writes the file and sends the split to every rank
+    (other nodes may not see the file yet, or at all).
     """
     distributed = _distributed() if distributed is None else distributed
     if distributed and split_file is not None:
         import torch.distributed as dist
 
+        box = [None]
         if dist.get_rank() == 0:
-            split = _patient_split(root, split_file, val_fraction, seed, allow_overlap, distributed=False)
-        dist.barrier()
-        if dist.get_rank() == 0:
-            return split
+            box = [_patient_split(root, split_file, val_fraction, seed, allow_overlap, distributed=False)]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
     # Split over every training patient of every modality, so that a modality filter cannot change it.
     patients = training_patients(root)
     if split_file is not None and os.path.exists(split_file):
