@@ -782,18 +782,21 @@ def _patient_split(
     """``(train ids, val ids)``: loaded from ``split_file`` when it exists, else computed (and saved there).
 
     With ``val_centers`` / ``val_vendors`` the split is a leave-site-out one (:func:`split_by_site`), computed
-    every time; an existing ``split_file`` must then hold the same split. Under ``torch.distributed`` rank 0
-    alone writes the file, behind a barrier, and every rank reads that file.
+    every time; an existing ``split_file`` must then hold the same split. Under ``torch.distributed`` global rank 0
+    alone reads or writes the file and sends the split to every rank (other nodes may not see the file yet, or at
+    all).
     """
     distributed = _distributed() if distributed is None else distributed
     if distributed and split_file is not None:
         import torch.distributed as dist
 
+        box = [None]
         if dist.get_rank() == 0:
-            split = _patient_split(root, split_file, val_fraction, seed, allow_overlap, False, val_centers, val_vendors)
-        dist.barrier()
-        if dist.get_rank() == 0:
-            return split
+            box = [
+                _patient_split(root, split_file, val_fraction, seed, allow_overlap, False, val_centers, val_vendors)
+            ]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
     # Split over every training patient of every modality, so that a modality filter cannot change it.
     patients = training_patients(root)
     by_site = bool(val_centers or val_vendors)

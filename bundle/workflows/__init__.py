@@ -42,6 +42,7 @@ from .setup import (
     resolve_metric_release,
     worker_init,
 )
+from .sharding import ShardProgress, balanced_split, gather_inference, is_sharded, rank_device, shard_files
 from .tb_images import ReconImageWriter
 from .validation import ChallengeMetric, MetricsTableWriter, select_ranking_items
 
@@ -91,6 +92,12 @@ __all__ = [
     "RunState",
     "check_writable",
     "inference_datalist",
+    "ShardProgress",
+    "balanced_split",
+    "gather_inference",
+    "is_sharded",
+    "rank_device",
+    "shard_files",
     "HYPERCMR_GROUP_ORDER",
     "ShapeGroupBatchSampler",
     "group_batches",

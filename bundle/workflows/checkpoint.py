@@ -224,6 +224,10 @@ class ResumeFromCheckpoint(CheckpointLoader):
 
     def __call__(self, engine: Engine) -> None:
         path = newest_readable_checkpoint(self.checkpoint_dir, self.load_dict.get("model"))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            box = [path]  # global rank 0's choice: every node resumes from the same file
+            torch.distributed.broadcast_object_list(box, src=0)
+            path = box[0]
         if path is None:
             logger.info("no checkpoint in %s: training starts from scratch", self.checkpoint_dir)
             return

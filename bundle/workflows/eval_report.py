@@ -81,14 +81,25 @@ class EvalReportWriter:
         from bundle.io.report import comparison_row, write_eval_report
         from bundle.mri import roi_bounds
 
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
-            return None
         tables = getattr(engine.state, "challenge_tables", None)
         if tables is None:
             raise RuntimeError("EvalReportWriter needs a ChallengeMetric attached to the same engine")
+        chosen = best_and_worst(tables["per_file"])
+        images_of = self._images
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # Every rank holds the gathered tables: the images of the chosen files come from whichever rank
+            # scored them (a few small arrays each), and rank 0 writes the report.
+            wanted = {str(row["file"]) for _, row in chosen}
+            shards: list = [None] * dist.get_world_size()
+            dist.all_gather_object(shards, {f: v for f, v in self._images.items() if f in wanted})
+            if dist.get_rank() != 0:
+                return None
+            images_of = {}
+            for shard in reversed(shards):  # the lowest rank's copy wins (DDP pads shards by repetition)
+                images_of.update(shard)
         examples = []
-        for title, row in best_and_worst(tables["per_file"]):
-            images = self._images.get(str(row["file"]))
+        for title, row in chosen:
+            images = images_of.get(str(row["file"]))
             if images is None:  # scored on another process (DDP): its pixels are not here
                 logger.warning("report: no image of %s on this process; not shown", row["file"])
                 continue

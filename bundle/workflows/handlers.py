@@ -227,6 +227,7 @@ class BadDataReport:
         self.reasons: dict[str, str] = {}
         self.written: int | None = None
         self._seen: set[str] = set()
+        self.summary_rank: int | None = None  # set on ranks other than 0 by gather(): rank 0 prints the summary
 
     def note_written(self, file: str) -> None:
         """Count an input whose outputs were all written (for the final summary)."""
@@ -273,6 +274,29 @@ class BadDataReport:
     def total(self) -> int:
         return sum(self.skipped.values())
 
+    def gather(self) -> None:
+        """Under torchrun: merge every rank's records into every rank's report (a no-op in one process).
+
+        Then each rank's :meth:`raise_if_any` gives the same exit status; an item recorded by several ranks
+        (DDP pads its shards by repetition) counts once. Only global rank 0 keeps ``report_path``, so
+        ``skipped_files.json`` is written once.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        shards: list = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, (sorted(self._seen), self.written))
+        self.skipped, self.reasons, self._seen = Counter(), {}, set()
+        for messages, _ in shards:
+            for message in messages:
+                self.record(message)
+        written = [w for _, w in shards if w is not None]
+        self.written = sum(written) if written else None
+        if dist.get_rank() != 0:
+            self.report_path = None
+            self.summary_rank = dist.get_rank()
+
     def _write_report(self) -> str | None:
         if self.report_path is None:
             return None
@@ -287,6 +311,11 @@ class BadDataReport:
         """Raise :class:`SkippedDataError` whose message is the run's summary, if anything was skipped."""
         if not self.skipped:
             return
+        if self.summary_rank is not None:
+            raise SkippedDataError(
+                f"{self.name} skipped {self.total} bad item(s) in {len(self.skipped)} file(s) on some rank(s); "
+                f"rank 0 prints the summary (this is rank {self.summary_rank})"
+            )
         written = "" if self.written is None else f"{self.written} file(s) written, "
         lines = [
             f"{self.name} finished but skipped {self.total} bad item(s) in {len(self.skipped)} file(s) "

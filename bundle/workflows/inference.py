@@ -11,6 +11,8 @@ import torch
 from ignite.engine import Engine, Events
 from tqdm import tqdm
 
+from bundle.workflows.sharding import is_sharded, progress, rank_note
+
 __all__ = ["ReconstructionWriter"]
 
 logger = logging.getLogger(__name__)
@@ -114,8 +116,8 @@ class ReconstructionWriter:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
         engine.add_event_handler(Events.COMPLETED, self._check_complete)
-        if self.write_html:
-            engine.add_event_handler(Events.COMPLETED, lambda _: self.extras.write_report())
+        if self.write_html:  # under torchrun, rank 0 writes it for all ranks (sharding.gather_inference)
+            engine.add_event_handler(Events.COMPLETED, lambda _: None if is_sharded() else self.extras.write_report())
 
     def __call__(self, engine: Engine) -> None:
         output = engine.state.output
@@ -129,12 +131,14 @@ class ReconstructionWriter:
         scales = label.get("scale")
         scales = _as_list(scales) if scales is not None else [1.0] * len(files)
         bad = _as_list(label["bad"]) if "bad" in label else [""] * len(files)
+        finished = 0  # files completed by this batch (written, or given up): for the all-ranks progress bar
         for i, file in enumerate(files):
             if file in self._failed:
                 continue
             if bad[i]:
                 # A slice of this file failed the loader's value checks: nothing is written for the file.
                 self._failed.add(file)
+                finished += 1
                 entry = self._volumes.pop(file, None)
                 if entry is not None:
                     entry["bar"].close()
@@ -155,13 +159,16 @@ class ReconstructionWriter:
                         for key in ("modality", "patient", "pattern", "acceleration")
                         if key in label
                     },
-                    "bar": tqdm(total=nz * nt, desc=Path(file).name, unit="slice", disable=not self.progress),
+                    "bar": tqdm(
+                        total=nz * nt, desc=Path(file).name, unit="slice", disable=not self.progress or is_sharded()
+                    ),
                 }
                 self._volumes[file] = entry
             entry["volume"][:, :, int(zs[i]), int(ts[i])] = images[i] / float(scales[i])
             entry["filled"][int(zs[i]), int(ts[i])] = True
             entry["bar"].update(1)
             if entry["filled"].all():
+                finished += 1
                 entry["bar"].close()
                 del self._volumes[file]
                 try:
@@ -174,6 +181,7 @@ class ReconstructionWriter:
                     message = str(err) if str(err).startswith(file) else f"{file}: {err}"
                     logger.error("could not write outputs: %s", message)
                     self.report.record(message)
+        progress().update(slices=len(files), files=finished)
 
     def _write(self, file: str, entry: Mapping) -> None:
         from bundle.data.layout import release_of_path
@@ -216,7 +224,7 @@ class ReconstructionWriter:
             self.written.append(Path(path))
         self.written.extend(self.extras.write_dicom(file, image, info))
         self.extras.note(file, [p for p in self.output_paths(file) if p.is_file()])
-        logger.info("wrote outputs of %s", file)
+        logger.info("wrote outputs of %s%s", file, rank_note())
 
     def _check_complete(self, engine: Engine) -> None:
         for file, entry in self._volumes.items():

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from bundle.errors import CMRDataError, EmptyDatasetError
+from bundle.workflows.sharding import is_sharded, progress, shard_files
 
 __all__ = [
     "prepare_dataset",
@@ -66,6 +67,7 @@ def inference_datalist(
     splits=("ValidationSet", "TestSet"),
     skip=None,
     tasks=None,
+    shard: bool = False,
 ) -> list[dict]:
     """Slice items of every undersampled file under ``dataset_dir`` that passes validation.
 
@@ -74,6 +76,10 @@ def inference_datalist(
     checked, e.g. :meth:`~bundle.workflows.inference.ReconstructionWriter.is_done` to resume an interrupted run;
     the number left out is logged, and an empty list is returned when nothing is left to do. ``tasks`` keeps the
     CMRxRecon2025 task trees named (``['TaskR1']``; ``None``: every tree under ``dataset_dir``).
+
+    ``shard`` (torchrun, ``configs/multi_gpu_inference.yaml``): after ``skip``, keep only this rank's share of the
+    files (:func:`bundle.workflows.sharding.shard_files`, balanced by size) and check only those; a rank left
+    with nothing to do returns an empty list. A no-op in a single process.
 
     Each file is checked first (:func:`bundle.data.checks.check_file`): a bad file is logged, recorded in
     ``report`` (a :class:`~bundle.workflows.handlers.BadDataReport`) and left out, so the others are still
@@ -96,13 +102,19 @@ def inference_datalist(
             reject(str(err))
 
     records = scan_dataset(dataset_dir, modalities=modalities, on_error=on_scan_error, tasks=tasks)
-    good, done = [], 0
+    todo, good, done = [], [], 0
     for record in records:
         if record.kind != "undersampled" or (splits is not None and record.split not in splits):
             continue
         if skip is not None and skip(record.path):
             done += 1
             continue
+        todo.append(record)
+    sharded = bool(shard) and is_sharded() and bool(todo)  # nothing at all to do: as in one process
+    if sharded:
+        mine = set(shard_files([str(r.path) for r in todo]))
+        todo = [r for r in todo if str(r.path) in mine]
+    for record in todo:
         # A missing mask file is not fatal: the loader infers the mask from the zero-filled k-space lines.
         problems = [p for p in check_file(record, check_values=check_values) if p.kind != "missing_mask"]
         if problems:
@@ -110,6 +122,8 @@ def inference_datalist(
             reject(f"{record.path}: " + "; ".join(f"{p.message}{where(p)}" for p in problems))
             continue
         good.append(record)
+    if sharded:
+        progress().start(len(good))
     if done:
         logger.warning(
             "skipping %d file(s) whose outputs all exist already (--skip_existing false redoes them); %d to do",
@@ -118,6 +132,8 @@ def inference_datalist(
         )
         if not good:
             return []
+    if sharded and not good:  # this rank's files are all bad, or it got none; the others still run
+        return []
     if not good:
         raise EmptyDatasetError.at(
             dataset_dir, "no usable undersampled files (UnderSample_Task* or AccFactor*) to reconstruct"

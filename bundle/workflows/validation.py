@@ -27,6 +27,7 @@ from bundle.metrics import (
     series_type,
 )
 from bundle.mri import crop_roi, zero_filled_image
+from bundle.workflows.distributed import is_main_process
 
 __all__ = ["ChallengeMetric", "MetricsTableWriter", "select_ranking_items"]
 
@@ -296,6 +297,8 @@ class MetricsTableWriter:
         tables = getattr(engine.state, "challenge_tables", None)
         if tables is None:
             raise RuntimeError("MetricsTableWriter needs a ChallengeMetric attached to the same engine")
+        if not is_main_process():  # under torchrun every rank holds the gathered tables; rank 0 writes them
+            return
         os.makedirs(self.output_dir, exist_ok=True)
         base = Path(self.output_dir) / self.prefix
 
