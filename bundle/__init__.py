@@ -8,13 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import install_excepthook
-
-__version__ = "0.1.0"
-
-# A run started with `python -m monai.bundle` that fails on bad data or a model file that does not fit ends
-# with the bundle's own message as its last line, below MONAI's wrapper (see bundle.errors).
-install_excepthook()
+__version__ = "0.3.0"
 
 _SUBMODULES = ("data", "errors", "io", "losses", "metrics", "mri", "networks", "transforms", "workflows")
 

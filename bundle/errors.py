@@ -32,17 +32,27 @@ __all__ = [
 
 
 class BundleError(ValueError):
-    """An input (data file, dataset tree, model file) cannot be used. ``path`` names it; ``problem`` says why."""
+    """An input (data file, dataset tree, model file) cannot be used. ``path`` names it; ``problem`` says why;
+    ``sample`` (e.g. ``"z=3, t=0"``) is the slice of the file it is about, when the problem names one."""
 
-    def __init__(self, message: str, *, path: str | os.PathLike | None = None, problem: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike | None = None,
+        problem: str | None = None,
+        sample: str | None = None,
+    ):
         super().__init__(message)
         self.path = None if path is None else str(path)
         self.problem = problem if problem is not None else message
+        self.sample = sample
 
     @classmethod
-    def at(cls, path: str | os.PathLike, problem: str) -> BundleError:
-        """Build the exception with the standard ``"<path>: <problem>"`` message."""
-        return cls(f"{path}: {problem}", path=path, problem=problem)
+    def at(cls, path: str | os.PathLike, problem: str, *, sample: str | None = None) -> BundleError:
+        """Build the exception with the standard ``"<path>: <problem>"`` message (``problem`` already names
+        ``sample`` when one is given)."""
+        return cls(f"{path}: {problem}", path=path, problem=problem, sample=sample)
 
 
 class CMRDataError(BundleError):

@@ -41,6 +41,7 @@ from ..errors import (
 )
 from .index import FileRecord, scan_dataset
 from .matio import MatSliceReader, read_mat
+from ..mri import neighbour_frame_indices
 
 __all__ = [
     "KINDS",
@@ -337,7 +338,6 @@ def bad_items_filter(problems: Iterable[Problem], *, num_adj_frames: int = 1) ->
 
     frames_of = None
     if num_adj_frames > 1 and non_finite:
-        from ..mri import neighbour_frame_indices  # pulls in torch; only needed here
 
         def frames_of(t: int, nt: int) -> list[int]:
             return neighbour_frame_indices(t, nt, num_adj_frames)

@@ -275,12 +275,6 @@ def _official_masks(split_dir: Path, rel: Release) -> dict[tuple[str, str], list
     return found
 
 
-def _expected_mask_path(path: str | os.PathLike) -> Path:
-    """Where the mask of an undersampled file should be, in its release's layout (the file need not exist)."""
-    rel = release_of_path(path) or RELEASES["2024"]
-    return rel.mask_path(path)
-
-
 def _data_key(path: Path, rel: Release, kind: str) -> str | None:
     """The variable of a CMRxRecon2025 file (``kspace``/``kspace_full``, or ``kus``); other releases pick as
     :func:`~bundle.data.matio.read_mat` does (``None``)."""

@@ -250,9 +250,9 @@ class LoadCMRSliced(MapTransform):
         energy = sum_of_squares(centre)  # one pass tells both: finite, and (when > 0) not all zeros
         finite = np.isfinite(energy) or all_finite(centre)
         if self.check_finite and not (finite and all(all_finite(b) for b in blocks)):
-            raise NonFiniteDataError.at(path, f"{where}: k-space contains NaN or Inf (frames {frames})")
+            raise NonFiniteDataError.at(path, f"{where}: k-space contains NaN or Inf (frames {frames})", sample=where)
         if not energy > 0 and not centre.any():  # 0 can also be tiny values whose squares underflow
-            raise EmptySliceError.at(path, f"{where}: the target frame is all zeros")
+            raise EmptySliceError.at(path, f"{where}: the target frame is all zeros", sample=where)
         shape = (len(frames), reader.nc, reader.nx, reader.ny)
         # (nc, L, nx) rows of the file's order become columns of the model's (nc, nx, ny).
         d["kspace_masked"] = zero_filled_columns(shape, rows, [b.swapaxes(-1, -2) for b in blocks])
@@ -275,10 +275,10 @@ class LoadCMRSliced(MapTransform):
                     return self._measured_acs(self._load_sampled_lines(d, reader, z, frames, mask, lines))
             kspace = self._read_frames(reader, z, frames)
         except CMRDataError as err:
-            if err.problem.startswith(where):  # raised by the sampled-line path, which names the sample itself
+            if err.sample is not None:  # raised by the sampled-line path, which names the sample itself
                 raise
             # Say which sample failed, keeping the specific error type (and its file) for the caller.
-            raise type(err).at(err.path or path, f"{where}: {err.problem}") from err
+            raise type(err).at(err.path or path, f"{where}: {err.problem}", sample=where) from err
         # The one finiteness check of the pipeline: later steps only mask, scale and transform these values.
         bad = None
         if self.check_finite and not all_finite(kspace):

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bundle.files import atomic_write
+from bundle.networks.pretrained import NETWORK_OVERLAY_NAME, read_network_overlay
 
 __all__ = [
     "NOT_FOR_DIAGNOSIS",
@@ -87,7 +88,6 @@ def model_info(model_path: str | os.PathLike | None, network=None) -> dict:
     The arguments come from ``network.yaml`` beside the checkpoint when it exists (they describe the weights),
     else from ``network.network_args`` (the configured network); the SHA-256 is ``None`` without a checkpoint file.
     """
-    from bundle.networks.pretrained import NETWORK_OVERLAY_NAME, read_network_overlay
 
     args, source = None, None
     path = Path(model_path) if model_path else None

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..mri import fft2c, ifft2c, rss
+from .architecture import check_state_dict, upgrade_state_dict
 from .promptunet import NormPromptUnet
 from .sensnet import SensNet
 
@@ -308,8 +309,6 @@ class PromptMR(nn.Module):
         :class:`~bundle.errors.CheckpointMismatchError` that names the differing arguments, instead of
         PyTorch's list of every mismatching tensor. PromptMR+ momentum keys of older bundle checkpoints
         (``momentum.conv.*``, ``momentum.cab.*``) are mapped to the reference's names first, with a log line."""
-        from .pretrained import check_state_dict, upgrade_state_dict
-
         state_dict = upgrade_state_dict(state_dict)
         if strict:
             check_state_dict(self, state_dict)

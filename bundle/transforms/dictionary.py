@@ -37,7 +37,7 @@ from bundle.transforms.kspace import (
     normalize,
     undersample,
 )
-from bundle.transforms.masks import MAX_ACCELERATION, _as_int, canonical_pattern, make_mask
+from bundle.transforms.masks import MAX_ACCELERATION, as_int, canonical_pattern, make_mask
 
 __all__ = [
     "StackNeighboursd",
@@ -176,7 +176,7 @@ class RandKspaceMaskd(Randomizable, MapTransform):
         num_frames: int | None = None,
     ):
         MapTransform.__init__(self, keys, allow_missing_keys)
-        self.num_frames = None if num_frames is None else _as_int("num_frames", num_frames, 1)
+        self.num_frames = None if num_frames is None else as_int("num_frames", num_frames, 1)
         if isinstance(patterns, str):
             patterns = (patterns,)
         self.patterns = tuple(canonical_pattern(p) for p in patterns)
@@ -194,7 +194,7 @@ class RandKspaceMaskd(Randomizable, MapTransform):
                     f"got {pattern_weights!r}"
                 )
         self.pattern_weights = weights / weights.sum()
-        self.acs_width = None if acs_width is None else _as_int("acs_width", acs_width, 0)
+        self.acs_width = None if acs_width is None else as_int("acs_width", acs_width, 0)
         self.deterministic = bool(deterministic)
         self.seed = int(seed)
         self.mask_key = mask_key
@@ -205,7 +205,7 @@ class RandKspaceMaskd(Randomizable, MapTransform):
         values = (values,) if np.isscalar(values) else tuple(values)
         if not values:
             raise ValueError(f"{name} must hold at least one value")
-        return tuple(_as_int(name, v, 1, MAX_ACCELERATION) for v in values)
+        return tuple(as_int(name, v, 1, MAX_ACCELERATION) for v in values)
 
     def _draw(self, state: np.random.RandomState | np.random.Generator) -> tuple[str, int, np.random.Generator]:
         pattern = self.patterns[int(state.choice(len(self.patterns), p=self.pattern_weights))]
@@ -351,7 +351,7 @@ class CoilCompressd(MapTransform):
         allow_missing_keys: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
-        self.num_coils = _as_int("num_coils", num_coils, 1)
+        self.num_coils = as_int("num_coils", num_coils, 1)
         self.calib_key = calib_key
         self.mask_key = mask_key
         self.acs_width = acs_width

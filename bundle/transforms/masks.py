@@ -35,6 +35,7 @@ __all__ = [
     "sampled_fraction",
     "effective_acceleration",
     "measure_acs_width",
+    "as_int",
 ]
 
 #: Official pattern names, as they appear in the challenge file names.
@@ -60,7 +61,7 @@ def canonical_pattern(pattern: str) -> str:
     )
 
 
-def _as_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
+def as_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
     """``value`` as an int in ``[minimum, maximum]``; integral floats are accepted (YAML gives ``4.0``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -77,11 +78,11 @@ def _as_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
 
 
 def _check_acceleration(acceleration) -> int:
-    return _as_int("acceleration", acceleration, 1, MAX_ACCELERATION)
+    return as_int("acceleration", acceleration, 1, MAX_ACCELERATION)
 
 
 def _check_acs(ny: int, acs_width) -> int:
-    acs_width = _as_int("acs_width", acs_width, 0)
+    acs_width = as_int("acs_width", acs_width, 0)
     if ny <= acs_width:
         raise ValueError(f"ny={ny} must exceed the ACS width {acs_width}")
     return acs_width
@@ -89,7 +90,7 @@ def _check_acs(ny: int, acs_width) -> int:
 
 def acs_bounds(ny: int, width: int = 16) -> tuple[int, int]:
     """0-based half-open ``[start, stop)`` of the MATLAB-centred ACS band of ``width`` lines out of ``ny``."""
-    ny = _as_int("ny", ny, 1)
+    ny = as_int("ny", ny, 1)
     width = _check_acs(ny, width)
     return centered_bounds(ny, width)
 
@@ -99,9 +100,9 @@ def uniform_mask(ny: int, acceleration: int, acs_width: int = 16, offset: int = 
 
     ``offset=0`` is the official ``mask(:, 1:R:end) = 1``.
     """
-    ny = _as_int("ny", ny, 1)
+    ny = as_int("ny", ny, 1)
     r = _check_acceleration(acceleration)
-    offset = _as_int("offset", offset, 0, r - 1)
+    offset = as_int("offset", offset, 0, r - 1)
     lo, hi = acs_bounds(ny, acs_width)
     ky = np.arange(ny)
     mask = (ky - offset) % r == 0
@@ -119,8 +120,8 @@ def kt_uniform_mask(
     official file): a point with ``ky < ny/2`` goes to ``(ky + ny/2, t - 1)``, one with ``ky >= ny/2`` to
     ``(ky - ny/2, t)``, and those that land on ``t = -1`` collapse onto ``(ky=0, t=0)``. Even ``nt`` is unaffected.
     """
-    nt = _as_int("nt", nt, 1)
-    ny = _as_int("ny", ny, 1)
+    nt = as_int("nt", nt, 1)
+    ny = as_int("ny", ny, 1)
     r = _check_acceleration(acceleration)
     lo, hi = acs_bounds(ny, acs_width)
     t, ky = np.meshgrid(np.arange(nt), np.arange(ny), indexing="ij")
@@ -188,8 +189,8 @@ def kt_gaussian_mask(
     the same frame, so every frame holds exactly ``n`` drawn lines before the ACS band is added. The
     official seed is unknown, so this reproduces the distribution, not the official files.
     """
-    nt = _as_int("nt", nt, 1)
-    ny = _as_int("ny", ny, 1)
+    nt = as_int("nt", nt, 1)
+    ny = as_int("ny", ny, 1)
     r = _check_acceleration(acceleration)
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
@@ -274,9 +275,9 @@ def kt_radial_mask(nt: int, nx: int, ny: int, acceleration: int, acs_block: int 
     not documented well enough to guarantee); single pixels near a line edge may differ from the official
     files. Prefer the official ``Mask_Task2`` files where exactness matters.
     """
-    nt = _as_int("nt", nt, 1)
-    nx = _as_int("nx", nx, 1)
-    ny = _as_int("ny", ny, 1)
+    nt = as_int("nt", nt, 1)
+    nx = as_int("nx", nx, 1)
+    ny = as_int("ny", ny, 1)
     r = _check_acceleration(acceleration)
     acs_block = _check_acs(ny, acs_block)
     if nx < acs_block:
@@ -305,9 +306,9 @@ def make_mask(
     frame to full size first.
     """
     name = canonical_pattern(pattern)
-    nt = _as_int("nt", nt, 1)
-    nx = _as_int("nx", nx, 1)
-    ny = _as_int("ny", ny, 1)
+    nt = as_int("nt", nt, 1)
+    nx = as_int("nx", nx, 1)
+    ny = as_int("ny", ny, 1)
     pick = slice(None) if frames is None else np.asarray(frames, dtype=np.intp)
     if name == "ktRadial":
         return np.ascontiguousarray(kt_radial_mask(nt, nx, ny, acceleration, acs_block=acs_width)[pick])

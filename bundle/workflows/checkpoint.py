@@ -22,7 +22,9 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 from monai.networks.utils import get_state_dict
 
+from bundle.errors import CheckpointError
 from bundle.files import atomic_write
+from bundle.networks.pretrained import NETWORK_OVERLAY_NAME, check_state_dict, read_checkpoint, save_network_overlay
 from bundle.workflows.distributed import is_main_process
 from bundle.workflows.handlers import is_stepping_iteration
 
@@ -184,8 +186,6 @@ def newest_readable_checkpoint(directory: str | os.PathLike, network: torch.nn.M
     can be read, :class:`~bundle.errors.CheckpointError` says what to do. With ``network``, the checkpoint's
     ``model`` entry must fit it (:func:`~bundle.networks.pretrained.check_state_dict`, one clear message).
     """
-    from bundle.errors import CheckpointError
-    from bundle.networks.pretrained import check_state_dict, read_checkpoint
 
     candidates = checkpoints_newest_first(directory)
     for path in candidates:
@@ -242,7 +242,6 @@ def save_model(network: torch.nn.Module, path: str | os.PathLike) -> Path:
 
     The overlay makes the file self-describing: inference, evaluation and export add it to their configs.
     """
-    from bundle.networks.pretrained import NETWORK_OVERLAY_NAME, save_network_overlay
 
     atomic_torch_save(get_state_dict(network), path)
     args = getattr(unwrap_model(network), "network_args", None)

@@ -11,6 +11,8 @@ import os
 
 import torch
 
+from bundle.networks.promptunet import Conv2d
+
 __all__ = ["is_main_process", "barrier", "init_distributed", "finish_distributed", "settle_memory_format"]
 
 logger = logging.getLogger(__name__)
@@ -79,7 +81,6 @@ def settle_memory_format(module: torch.nn.Module, device: torch.device | str) ->
     view strides"). Settling the layout before DDP wraps the model makes the two agree. Values, state-dict keys
     and results are unchanged. On CUDA nothing is converted (the convolutions keep the input's layout there).
     """
-    from bundle.networks.promptunet import Conv2d
 
     if torch.device(device).type == "cpu":
         for layer in module.modules():

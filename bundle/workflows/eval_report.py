@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from ignite.engine import Engine, Events
 
-from bundle.mri import zero_filled_image
+from bundle.io.report import comparison_row, write_eval_report
+from bundle.mri import roi_bounds, zero_filled_image
 
 __all__ = ["EvalReportWriter", "best_and_worst"]
 
@@ -77,9 +78,6 @@ class EvalReportWriter:
 
     def __call__(self, engine: Engine) -> Path | None:
         import torch.distributed as dist
-
-        from bundle.io.report import comparison_row, write_eval_report
-        from bundle.mri import roi_bounds
 
         tables = getattr(engine.state, "challenge_tables", None)
         if tables is None:

@@ -8,6 +8,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from bundle.files import atomic_write
+from bundle.io.dicom import DicomSeriesWriter
+from bundle.io.nifti import MAPPING_SERIES, series_key
+from bundle.io.paths import derive_output_path, relative_input_path
+from bundle.io.report import write_inference_report
+from bundle.io.sidecar import describe, mapping_times, model_info, parse_sampling, sidecar_path, write_sidecar
+
 __all__ = ["ExtraOutputs", "mask_file_for"]
 
 logger = logging.getLogger(__name__)
@@ -53,20 +60,16 @@ class ExtraOutputs:
 
     @property
     def model(self) -> dict:
-        from bundle.io.sidecar import model_info
 
         if self._model is None:
             self._model = model_info(self.model_path, self.network)
         return self._model
 
     def dicom_folder(self, file: str) -> Path:
-        from bundle.io.paths import derive_output_path
 
         return derive_output_path(file, self.dataset_dir, self.output_dir / "dicom", new_suffix="")
 
     def output_paths(self, file: str, with_nifti: bool) -> list[Path]:
-        from bundle.io.paths import derive_output_path
-        from bundle.io.sidecar import sidecar_path
 
         paths = []
         if with_nifti:
@@ -88,9 +91,6 @@ class ExtraOutputs:
         frame_time_override,
     ) -> dict:
         """Everything the sidecar, the NIfTI ``descrip`` and the DICOM headers say about one reconstructed file."""
-        from bundle.io.nifti import MAPPING_SERIES, series_key
-        from bundle.io.paths import relative_input_path
-        from bundle.io.sidecar import describe, mapping_times, parse_sampling
 
         key = series_key(file) or series
         pattern, acceleration = meta.get("pattern") or None, meta.get("acceleration")
@@ -139,7 +139,6 @@ class ExtraOutputs:
         }
 
     def write_sidecar(self, nifti_path, info: Mapping) -> Path:
-        from bundle.io.sidecar import write_sidecar
 
         return write_sidecar(
             nifti_path, model=self.model, description=info["description"], extra=info["times"], **info["sidecar"]
@@ -149,8 +148,6 @@ class ExtraOutputs:
         """The DICOM series of ``file`` (nothing unless ``write_dicom``); the completion marker is written last."""
         if not self.write_dicom_series:
             return []
-        from bundle.files import atomic_write
-        from bundle.io.dicom import DicomSeriesWriter
 
         if self._dicom is None:
             self._dicom = DicomSeriesWriter()
@@ -175,7 +172,6 @@ class ExtraOutputs:
 
     def write_report(self) -> Path | None:
         """``report.html`` in ``output_dir``: every file of the run (incl. ones done earlier), preview and outputs."""
-        from bundle.io.report import write_inference_report
 
         rows = [self.rows[file] for file in sorted(self.rows)]
         path = write_inference_report(self.output_dir / "report.html", rows, self.output_dir, self.dataset_dir)

@@ -17,6 +17,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 
+from bundle.files import atomic_write
+
 __all__ = [
     "NonFiniteLossError",
     "SkippedDataError",
@@ -300,7 +302,6 @@ class BadDataReport:
     def _write_report(self) -> str | None:
         if self.report_path is None:
             return None
-        from bundle.files import atomic_write
 
         rows = [{"file": f, "items": n, "reason": self.reasons.get(f, "")} for f, n in sorted(self.skipped.items())]
         text = json.dumps({"run": self.name, "files_written": self.written, "skipped": rows}, indent=1) + "\n"

@@ -11,6 +11,14 @@ import torch
 from ignite.engine import Engine, Events
 from tqdm import tqdm
 
+from bundle.data.layout import release_of_path
+from bundle.io.dicom import as_flag
+from bundle.io.nifti import axis4_unit, default_frame_time, default_voxel_size, save_nifti
+from bundle.io.paths import check_output_dir, derive_output_path, submission_path
+from bundle.io.preview import save_preview_png
+from bundle.io.submission import save_submission
+from bundle.metrics import matlab_shape, run4ranking, series_type
+from bundle.workflows.exports import ExtraOutputs
 from bundle.workflows.sharding import is_sharded, progress, rank_note
 
 __all__ = ["ReconstructionWriter"]
@@ -68,7 +76,6 @@ class ReconstructionWriter:
         write_dicom: bool = False,
         write_html: bool = True,
     ):
-        from bundle.io.paths import check_output_dir
 
         check_output_dir(output_dir, dataset_dir)
         self.dataset_dir = Path(dataset_dir)
@@ -83,15 +90,12 @@ class ReconstructionWriter:
         self._volumes: dict[str, dict] = {}
         self._failed: set[str] = set()  # files with a bad slice: their remaining slices are ignored
         self.written: list[Path] = []
-        from bundle.io.dicom import as_flag
-        from bundle.workflows.exports import ExtraOutputs
 
         self.extras = ExtraOutputs(self.dataset_dir, self.output_dir, model_path, network, as_flag(write_dicom))
         self.write_html = as_flag(write_html)
 
     def output_paths(self, file: str) -> list[Path]:
         """Every output this writer produces for the input ``file`` (with its current switches)."""
-        from bundle.io.paths import derive_output_path, submission_path
 
         paths = []
         if self.write_submission:
@@ -184,12 +188,6 @@ class ReconstructionWriter:
         progress().update(slices=len(files), files=finished)
 
     def _write(self, file: str, entry: Mapping) -> None:
-        from bundle.data.layout import release_of_path
-        from bundle.io.nifti import axis4_unit, default_frame_time, default_voxel_size, save_nifti
-        from bundle.io.paths import derive_output_path, submission_path
-        from bundle.io.preview import save_preview_png
-        from bundle.io.submission import save_submission
-        from bundle.metrics import matlab_shape, run4ranking, series_type
 
         volume = entry["volume"]
         series = entry["series"]

@@ -20,7 +20,13 @@ from pathlib import Path
 
 import torch
 
+import bundle
+from bundle.data.index import load_split, training_patients
 from bundle.errors import CheckpointError, OutputDirError, RunStateError
+from bundle.files import atomic_write
+from bundle.io.paths import check_output_dir
+from bundle.networks.pretrained import ARCHITECTURE_ARGS, NETWORK_OVERLAY_NAME, infer_network_args, read_checkpoint
+from bundle.workflows.checkpoint import checkpoints_newest_first, unwrap_model
 from bundle.workflows.distributed import barrier, is_main_process
 
 __all__ = ["MANIFEST_NAME", "check_writable", "RunState"]
@@ -48,7 +54,6 @@ def check_writable(*folders: str | os.PathLike | None, dataset_dir: str | os.Pat
         UnsafePathError: a folder lies inside ``dataset_dir``.
         OutputDirError: a folder cannot be created or written; the message names it and the cause.
     """
-    from bundle.io.paths import check_output_dir
 
     for folder in folders:
         if folder is None:
@@ -118,10 +123,6 @@ class RunState:
 
     def identity(self) -> dict:
         """What this run's state belongs to, as written to ``run.json``."""
-        import bundle
-        from bundle.data.index import training_patients
-        from bundle.networks.pretrained import ARCHITECTURE_ARGS
-        from bundle.workflows.checkpoint import unwrap_model
 
         args = getattr(unwrap_model(self.network), "network_args", {})
         patients = training_patients(self.dataset_root)
@@ -134,7 +135,6 @@ class RunState:
         }
 
     def _checkpoints(self) -> list[Path]:
-        from bundle.workflows.checkpoint import checkpoints_newest_first
 
         return checkpoints_newest_first(self.checkpoint_dir)
 
@@ -166,11 +166,8 @@ class RunState:
                     manifest, f"cannot read the run manifest ({err}); move the folder aside"
                 ) from err
         if files[0].name.endswith(".json"):  # a split file of an older version
-            from bundle.data.index import load_split
-
             train, val = load_split(files[0], allow_overlap=True)
             return {"patients": sorted(set(train) | set(val))}
-        from bundle.networks.pretrained import infer_network_args, read_checkpoint
 
         for path in files:  # newest readable checkpoint
             try:
@@ -235,7 +232,6 @@ class RunState:
         _barrier()
 
     def _write_manifests(self, identity: Mapping) -> None:
-        from bundle.files import atomic_write
 
         text = json.dumps(identity, indent=1) + "\n"
         for manifest in (self._manifest_ckpt, self._manifest_split):
@@ -245,8 +241,6 @@ class RunState:
     def _move_aside(self, files: list[Path]) -> None:
         extra = [self._manifest_ckpt, self._manifest_split]
         if self.model_path is not None:
-            from bundle.networks.pretrained import NETWORK_OVERLAY_NAME
-
             extra += [self.model_path, self.model_path.with_name(NETWORK_OVERLAY_NAME)]
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for path in [*files, *extra]:

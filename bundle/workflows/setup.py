@@ -6,7 +6,11 @@ import logging
 import os
 from pathlib import Path
 
+from bundle.data import make_demo_dataset
+from bundle.data.checks import check_file
+from bundle.data.index import assign_groups, build_items, detect_layout, scan_dataset
 from bundle.errors import CMRDataError, EmptyDatasetError
+from bundle.metrics import METRIC_CHOICES
 from bundle.workflows.sharding import is_sharded, progress, shard_files
 
 __all__ = [
@@ -47,8 +51,6 @@ def prepare_dataset(
         raise EmptyDatasetError.at(root, "no .mat files found; point dataset_dir at a CMRxRecon2023 or 2024 download")
     import torch.distributed as dist
 
-    from bundle.data import make_demo_dataset
-
     distributed = dist.is_available() and dist.is_initialized()
     # Under DDP only rank 0 writes the tree; the other ranks wait for it.
     if not distributed or dist.get_rank() == 0:
@@ -85,8 +87,6 @@ def inference_datalist(
     ``report`` (a :class:`~bundle.workflows.handlers.BadDataReport`) and left out, so the others are still
     reconstructed and the run can exit non-zero at the end.
     """
-    from bundle.data.checks import check_file
-    from bundle.data.index import assign_groups, build_items, scan_dataset
 
     def reject(message: str) -> None:
         logger.error("skipping %s", message)
@@ -145,8 +145,6 @@ def resolve_metric_release(metric_release: str | int, dataset_dir: str | os.Path
     """The metric to score with: ``metric_release`` itself (``'max'``, ``'2023'``, ``'2024'``, ``'2025'``), or for
     ``'auto'`` the release of the tree under ``dataset_dir`` (:func:`bundle.data.index.detect_layout`), so that
     numbers on 2024 and 2025 data compare with their leaderboards."""
-    from bundle.data.index import detect_layout
-    from bundle.metrics import METRIC_CHOICES
 
     value = str(metric_release)
     if value == "auto":

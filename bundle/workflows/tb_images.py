@@ -15,7 +15,10 @@ from __future__ import annotations
 import numpy as np
 from ignite.engine import Engine, Events
 
-from bundle.mri import zero_filled_image
+from bundle.io.orientation import to_display
+from bundle.io.preview import enlarge, to_uint8, window
+from bundle.io.report import comparison_row
+from bundle.mri import roi_bounds, zero_filled_image
 
 __all__ = ["ReconImageWriter"]
 
@@ -88,10 +91,6 @@ class ReconImageWriter:
             }
 
     def write(self, engine: Engine) -> None:
-        from bundle.io.orientation import to_display
-        from bundle.io.preview import enlarge, to_uint8, window
-        from bundle.io.report import comparison_row
-        from bundle.mri import roi_bounds
 
         step = engine.state.epoch
         for modality, ex in sorted(self._examples.items()):
