@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO, TINY_NET
+from helpers import REPO, TINY_NET
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from bundle.data import make_demo_dataset, read_mat, write_mat

@@ -17,45 +17,27 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from conftest import REPO, TINY_NET, HtmlReport, check_dicom_series, check_report_matches_metrics
+from helpers import (
+    CONFIGS,
+    LOGGING,
+    META,
+    REPO,
+    TINY_ARGS,
+    TINY_NET,
+    HtmlReport,
+    check_dicom_series,
+    check_report_matches_metrics,
+    run_workflow,
+    snapshot,
+    train_overrides,
+)
 from monai.bundle import ConfigWorkflow
 
 from bundle.data import make_demo_dataset
 from bundle.io.sidecar import parse_sampling, validate_sidecar
 from bundle.metrics import run4ranking, select_slices
 
-CONFIGS = REPO / "configs"
-META = str(CONFIGS / "metadata.json")
-LOGGING = str(CONFIGS / "logging.conf")
-
-
 pytestmark = pytest.mark.xdist_group("bundle")
-
-
-def _train_overrides(data_root: Path, out: Path) -> dict:
-    return {
-        "bundle_root": str(REPO),
-        "dataset_dir": str(data_root),
-        "output_dir": str(out / "runs"),
-        "ckpt_dir": str(out / "models"),
-        "epochs": 1,
-        "num_workers": 0,
-        "train_max_items": 12,
-        "val_max_items": 6,
-        "accumulation_steps": 2,
-        **TINY_NET,
-    }
-
-
-def _snapshot(root: Path) -> dict:
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
-
-
-def _run_workflow(workflow: ConfigWorkflow) -> None:
-    workflow.initialize()
-    assert workflow.check_properties() == []
-    workflow.run()
-    workflow.finalize()
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +48,9 @@ def trained(demo_root, tmp_path_factory) -> Path:
         meta_file=META,
         logging_file=LOGGING,
         workflow_type="train",
-        **_train_overrides(demo_root, out),
+        **train_overrides(demo_root, out),
     )
-    _run_workflow(workflow)
+    run_workflow(workflow)
     return out
 
 
@@ -100,7 +82,7 @@ def test_train_writes_best_model_checkpoints_and_tensorboard(trained):
 
 
 def test_train_then_evaluate_writes_metric_tables(trained, demo_root, tmp_path):
-    overrides = _train_overrides(demo_root, trained)
+    overrides = train_overrides(demo_root, trained)
     overrides["output_dir"] = str(tmp_path / "eval")
     workflow = ConfigWorkflow(
         config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")],
@@ -110,7 +92,7 @@ def test_train_then_evaluate_writes_metric_tables(trained, demo_root, tmp_path):
         run_id="evaluating",
         **overrides,
     )
-    _run_workflow(workflow)
+    run_workflow(workflow)
     tables = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert tables["per_file"] and tables["per_modality"]
     for key in ("ssim", "psnr", "nmse", "zf_ssim"):
@@ -142,11 +124,11 @@ def _inference_workflow(demo_root: Path, model: Path, output: Path, **extra) -> 
 
 
 def test_inference_writes_submission_nifti_and_preview_and_leaves_inputs_alone(trained, demo_root, tmp_path):
-    before = _snapshot(demo_root)
+    before = snapshot(demo_root)
     output = tmp_path / "infer"
     # dicom="true" as the command line passes it (--dicom true).
-    _run_workflow(_inference_workflow(demo_root, trained / "models" / "model.pt", output, dicom="true"))
-    assert _snapshot(demo_root) == before  # nothing written into, or over, the dataset
+    run_workflow(_inference_workflow(demo_root, trained / "models" / "model.pt", output, dicom="true"))
+    assert snapshot(demo_root) == before  # nothing written into, or over, the dataset
     sha = hashlib.sha256((trained / "models" / "model.pt").read_bytes()).hexdigest()
 
     multicoil = demo_root / "ChallengeData" / "MultiCoil"
@@ -244,7 +226,7 @@ def test_ckpt_export_torchscript_matches_eager(trained, tmp_path):
 
     from bundle.networks import PromptMR
 
-    kwargs = {k.split("#")[1]: v for k, v in TINY_NET.items()}
+    kwargs = dict(TINY_ARGS)
     eager = PromptMR(num_low_frequencies=16, **kwargs)
     eager.load_state_dict(torch.load(trained / "models" / "model.pt", weights_only=True))
     eager.eval()
@@ -262,7 +244,7 @@ def test_ckpt_export_torchscript_matches_eager(trained, tmp_path):
 
 def _cli_overrides(demo_root: Path, out: Path) -> list[str]:
     args = []
-    for key, value in _train_overrides(demo_root, out).items():
+    for key, value in train_overrides(demo_root, out).items():
         args += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
     return args
 
@@ -309,7 +291,7 @@ def _multi_gpu_run(demo_root, tmp_path):
 
 
 def test_mlflow_tracking(demo_root, tmp_path):
-    overrides = _train_overrides(demo_root, tmp_path)
+    overrides = train_overrides(demo_root, tmp_path)
     overrides["train_max_items"] = 4
     overrides["val_max_items"] = 2
     workflow = ConfigWorkflow(
@@ -320,7 +302,7 @@ def test_mlflow_tracking(demo_root, tmp_path):
         tracking="mlflow",
         **overrides,
     )
-    _run_workflow(workflow)
+    run_workflow(workflow)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlruns.db'}")
@@ -350,9 +332,9 @@ def demo_root_2023(tmp_path_factory) -> Path:
 
 
 def test_cmrxrecon2023_tree_trains_on_official_masks_then_evaluates(demo_root_2023, tmp_path):
-    overrides = _train_overrides(demo_root_2023, tmp_path)
+    overrides = train_overrides(demo_root_2023, tmp_path)
     overrides.update(official_masks=["Uniform4"], train_max_items=6, val_max_items=4)
-    _run_workflow(
+    run_workflow(
         ConfigWorkflow(
             config_file=str(CONFIGS / "train.yaml"),
             meta_file=META,
@@ -366,7 +348,7 @@ def test_cmrxrecon2023_tree_trains_on_official_masks_then_evaluates(demo_root_20
     assert split["train"] and split["val"] and not set(split["train"]) & set(split["val"])
 
     overrides["output_dir"] = str(tmp_path / "eval")
-    _run_workflow(_evaluation(overrides))
+    run_workflow(_evaluation(overrides))
     tables = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert {row["modality"] for row in tables["per_modality"]} <= {"Cine", "Mapping"} and tables["per_file"]
     assert all(np.isfinite(tables["overall"][key]) for key in ("ssim", "psnr", "nmse", "zf_ssim"))
@@ -379,9 +361,9 @@ def test_validation_metrics_do_not_depend_on_where_the_dataset_lives(trained, de
     for name in ("first", "second"):
         copy = tmp_path / name / "somewhere"
         shutil.copytree(demo_root, copy)
-        overrides = _train_overrides(copy, trained)
+        overrides = train_overrides(copy, trained)
         overrides["output_dir"] = str(tmp_path / name / "eval")
-        _run_workflow(_evaluation(overrides))
+        run_workflow(_evaluation(overrides))
         overall.append(json.loads((tmp_path / name / "eval" / "metrics.json").read_text())["overall"])
     assert overall[0] == overall[1]
 
@@ -393,7 +375,16 @@ def test_inference_config_repeats_the_training_definitions_exactly():
     train, infer = ConfigParser(), ConfigParser()
     train.read_config(str(CONFIGS / "train.yaml"))
     infer.read_config(str(CONFIGS / "inference.yaml"))
-    for key in ("network_def", "sample_steps", "amp_dtype", "precision", "num_adj_frames"):
+    for key in (
+        "network_def",
+        "sample_steps",
+        "amp_dtype",
+        "precision",
+        "num_adj_frames",
+        "model_path",
+        "checkpointloader",
+        "inferer",
+    ):
         assert train.get(key) == infer.get(key), f"{key} differs between train.yaml and inference.yaml"
     # The one intended difference: inference is exact fp32 on the CPU (autocast on GPUs only), training is not.
     assert (train.get("amp"), infer.get("amp")) == ("auto", "cuda")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_NET
+from helpers import REPO, TINY_NET
 
 from bundle.data import make_demo_dataset
 

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from conftest import TINY_NET
+from helpers import CONFIGS, LOGGING, META, TINY_NET, run_workflow, snapshot, train_overrides
 from monai.bundle import ConfigWorkflow
-from test_bundle import CONFIGS, LOGGING, META, _run_workflow, _snapshot, _train_overrides
 
 from bundle.networks import PromptMR, read_network_overlay
 
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.xdist_group("bundle_promptmr_plus")
 @pytest.fixture(scope="module")
 def trained(demo_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("train_plus")
-    overrides = _train_overrides(demo_root, out)
+    overrides = train_overrides(demo_root, out)
     # Checkpointing and SensNet chunking on, as a real-size PromptMR+ run would use them.
     overrides.update({"network_def#use_checkpoint": True, "network_def#sens_chunk_size": 2})
     workflow = ConfigWorkflow(
@@ -37,7 +36,7 @@ def trained(demo_root, tmp_path_factory) -> Path:
         workflow_type="train",
         **overrides,
     )
-    _run_workflow(workflow)
+    run_workflow(workflow)
     return out
 
 
@@ -53,7 +52,7 @@ def test_plus_overlay_trains_a_promptmr_plus_model(trained):
 
 
 def test_plus_overlay_evaluates(trained, demo_root, tmp_path):
-    overrides = _train_overrides(demo_root, trained)
+    overrides = train_overrides(demo_root, trained)
     overrides["output_dir"] = str(tmp_path / "eval")
     workflow = ConfigWorkflow(
         config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml"), PLUS],
@@ -63,7 +62,7 @@ def test_plus_overlay_evaluates(trained, demo_root, tmp_path):
         run_id="evaluating",
         **overrides,
     )
-    _run_workflow(workflow)
+    run_workflow(workflow)
     tables = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert tables["per_modality"]
     for key in ("ssim", "psnr", "zf_ssim"):
@@ -71,7 +70,7 @@ def test_plus_overlay_evaluates(trained, demo_root, tmp_path):
 
 
 def test_plus_overlay_infers_without_touching_the_dataset(trained, demo_root, tmp_path):
-    before = _snapshot(demo_root)
+    before = snapshot(demo_root)
     output = tmp_path / "infer"
     workflow = ConfigWorkflow(
         config_file=[str(CONFIGS / "inference.yaml"), PLUS],
@@ -86,8 +85,8 @@ def test_plus_overlay_infers_without_touching_the_dataset(trained, demo_root, tm
         num_workers=0,
         **TINY_NET,
     )
-    _run_workflow(workflow)
-    assert _snapshot(demo_root) == before
+    run_workflow(workflow)
+    assert snapshot(demo_root) == before
     written = sorted((output / "submission").rglob("*.mat"))
     assert written
     for path in written:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO
 from torch.utils.tensorboard import SummaryWriter
 
 from scripts.demo_figures import BEGIN, END, current_table, main

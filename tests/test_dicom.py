@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import check_dicom_series
+from helpers import check_dicom_series
 
 from bundle.io.dicom import DicomSeriesWriter, as_flag, rescale
 from bundle.io.nifti import save_nifti

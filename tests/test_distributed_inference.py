@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY_NET
+from helpers import REPO, TINY_ARGS, TINY_NET
 
 from bundle.data import make_demo_dataset
 from bundle.workflows import balanced_split, save_model
@@ -96,7 +96,7 @@ def model(tmp_path_factory) -> Path:
     from bundle.networks import PromptMR
 
     torch.manual_seed(0)
-    network = PromptMR(**{key.split("#")[1]: value for key, value in TINY_NET.items()})
+    network = PromptMR(**TINY_ARGS)
     return save_model(network, tmp_path_factory.mktemp("model") / "model.pt")
 
 

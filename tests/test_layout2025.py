@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from conftest import REPO, TINY_NET
+from helpers import REPO, TINY_NET
 from monai.bundle import ConfigWorkflow
 
 from bundle.data import make_demo_dataset, read_mat, write_mat

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from helpers import TINY_UNET, F, H, W, cartesian_line, make_kspace, make_mask, tiny_model
 from torch import nn
 
 import bundle.networks.promptmr as promptmr_module
@@ -23,59 +24,6 @@ from bundle.networks import (
     sens_expand,
     sens_reduce,
 )
-
-F = 5
-H, W = 23, 17
-TINY_UNET = dict(n_feat0=4, feature_dim=(6, 8, 10), prompt_dim=(2, 4, 6), len_prompt=(2, 2, 2), prompt_size=(8, 4, 2))
-TINY = dict(
-    num_adj_frames=F,
-    n_feat0=4,
-    feature_dim=(6, 8, 10),
-    prompt_dim=(2, 4, 6),
-    sens_n_feat0=4,
-    sens_feature_dim=(6, 8, 10),
-    sens_prompt_dim=(2, 4, 6),
-    len_prompt=(2, 2, 2),
-    prompt_size=(8, 4, 2),
-    # Tiny images: detect Cartesian masks from their 4 central ky lines instead of CMRxRecon's 16.
-    radial_acs_size=4,
-)
-
-
-def tiny_model(seed: int = 0, num_cascades: int = 2, **kwargs) -> PromptMR:
-    torch.manual_seed(seed)
-    return PromptMR(num_cascades=num_cascades, **{**TINY, **kwargs})
-
-
-def cartesian_line(w: int, acs: int, accel: int, offset: int) -> torch.Tensor:
-    """(W,) float: equispaced lines plus a centred ACS band [w//2 - acs//2, w//2 - acs//2 + acs)."""
-    line = torch.zeros(w)
-    line[offset::accel] = 1
-    start = w // 2 - acs // 2
-    line[start : start + acs] = 1
-    return line
-
-
-def make_mask(form: str, b: int = 2, h: int = H, w: int = W, f: int = F) -> torch.Tensor:
-    """Per-sample Cartesian masks in one of the contract's shapes; sample i has ACS width 4 + 2i."""
-    per_frame = torch.stack(
-        [torch.stack([cartesian_line(w, 4 + 2 * i, 4, (i + t) % 4) for t in range(f)]) for i in range(b)]
-    )  # (B, F, W)
-    if form == "task1":
-        return per_frame[:, :1, None, :]
-    if form == "frames_1d":
-        return per_frame[:, :, None, :]
-    if form == "per_frame":
-        return per_frame[:, :, None, :].expand(b, f, h, w).clone()
-    if form == "single_2d":
-        return per_frame[:, :1, None, :].expand(b, 1, h, w).clone()
-    raise ValueError(form)
-
-
-def make_kspace(b: int, coils: int, mask: torch.Tensor, h: int = H, w: int = W, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    k = torch.randn(b, F, coils, h, w, dtype=torch.complex64, generator=g)
-    return (k * mask.unsqueeze(2)).reshape(b, F * coils, h, w)
 
 
 def ref_n_low(line: list[bool]) -> int:

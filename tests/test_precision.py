@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_networks import tiny_model
+from helpers import tiny_model
 
 from bundle.losses import HyperCMRLoss
 from bundle.workflows import precision as precision_mod

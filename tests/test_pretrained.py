@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_NET
+from helpers import REPO, TINY_ARGS, TINY_NET
 
 from bundle.errors import (
     CheckpointError,
@@ -28,7 +28,6 @@ from bundle.networks import (
     save_network_overlay,
 )
 
-TINY_ARGS = {k.split("#")[1]: v for k, v in TINY_NET.items()}
 # A second tiny architecture that differs in every kind of argument the importer has to read from shapes.
 ODD_ARGS = {**TINY_ARGS, "num_cascades": 2, "n_enc_cab": [1, 2, 1], "n_dec_cab": [2, 1, 1], "n_skip_cab": [0, 1, 2]}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_NET
+from helpers import REPO, TINY_ARGS, TINY_NET
 from monai.bundle import ConfigWorkflow
 
 from bundle.data import make_demo_dataset, read_mat, write_mat
@@ -18,7 +18,6 @@ from bundle.networks import PromptMR, SensNet, read_network_overlay
 from scripts.import_weights import main as import_weights
 
 CONFIGS = REPO / "configs"
-TINY_ARGS = {k.split("#")[1]: v for k, v in TINY_NET.items()}
 
 pytestmark = pytest.mark.xdist_group("pretrained_workflows")
 

@@ -7,14 +7,13 @@ import logging
 
 import pytest
 import torch
-from conftest import REPO, TINY_NET
+from helpers import REPO, TINY_ARGS
 from monai.bundle import ConfigParser
 
 from bundle.errors import CheckpointError
 from bundle.networks import PromptMR, check_checkpoint, load_pretrained, read_network_overlay
 from scripts.import_weights import main as import_weights
 
-TINY_ARGS = {k.split("#")[1]: v for k, v in TINY_NET.items()}
 PLUS_ARGS = {**TINY_ARGS, "num_cascades": 2, "model_version": "plus", "adaptive_input": True, "n_history": 1}
 PLUS_ARGS["use_sens_adj"] = True
 # The reference's (promptmr_v2.py) names of one decoder level's history block, as the published files hold them.

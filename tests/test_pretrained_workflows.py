@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from conftest import REPO, TINY_NET
+from helpers import REPO, TINY_ARGS
 from monai.bundle import ConfigWorkflow
 
 from bundle.data import make_demo_dataset
@@ -22,7 +22,6 @@ from scripts.import_weights import main as import_weights
 CONFIGS = REPO / "configs"
 META = str(CONFIGS / "metadata.json")
 LOGGING = str(CONFIGS / "logging.conf")
-TINY_ARGS = {k.split("#")[1]: v for k, v in TINY_NET.items()}
 
 pytestmark = pytest.mark.xdist_group("pretrained_workflows")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_networks import TINY, TINY_UNET, F, H, W, make_kspace, make_mask
+from helpers import TINY, TINY_UNET, F, H, W, make_kspace, make_mask
 from torch import nn
 
 import bundle.networks.promptmr as promptmr_module

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import MODALITIES, REPO, HtmlReport, check_report_matches_metrics, synthetic_validation_engine
+from helpers import MODALITIES, REPO, HtmlReport, check_report_matches_metrics, synthetic_validation_engine
 from PIL import Image
 
 from bundle.io.report import comparison_row, write_inference_report

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY_NET
+from helpers import REPO, TINY_NET
 
 from bundle.data import make_demo_dataset
 from bundle.workflows.checkpoint import latest_checkpoint

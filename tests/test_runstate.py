@@ -15,7 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import REPO, TINY_NET
+from helpers import REPO, TINY_NET
 
 from bundle.data import make_demo_dataset
 from bundle.errors import OutputDirError, RunStateError
@@ -61,7 +61,7 @@ def _tail(result: subprocess.CompletedProcess, lines: int = 12) -> str:
     return "\n".join(result.stderr.strip().splitlines()[-lines:])
 
 
-def _snapshot(folder: Path) -> dict:
+def snapshot(folder: Path) -> dict:
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
@@ -88,7 +88,7 @@ def test_another_dataset_is_refused_then_resume_false_moves_the_old_state_aside(
     assert first.returncode == 0, _tail(first, 40)
     manifest = json.loads((tmp_path / "models" / "checkpoints" / "run.json").read_text())
     assert manifest["patients"] == ["P001", "P002"] and manifest["network"]["num_cascades"] == 1
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
 
     refused = _train(tree_b, tmp_path)
     assert refused.returncode != 0
@@ -96,7 +96,7 @@ def test_another_dataset_is_refused_then_resume_false_moves_the_old_state_aside(
     assert "belongs to another run" in tail and "new here: P003" in tail
     assert str(tmp_path / "runs" / "split.json") in tail and "--resume false" in tail and "--ckpt_dir" in tail
     assert tail.splitlines()[-1].startswith("Start fresh with --resume false")  # the message ends the output
-    assert _snapshot(tmp_path) == before  # nothing deleted, moved or rewritten
+    assert snapshot(tmp_path) == before  # nothing deleted, moved or rewritten
 
     fresh = _train(tree_b, tmp_path, resume=False)
     assert fresh.returncode == 0, _tail(fresh, 40)
@@ -112,13 +112,13 @@ def test_another_dataset_is_refused_then_resume_false_moves_the_old_state_aside(
 @pytest.mark.xdist_group("runstate_network")
 def test_a_checkpoint_of_another_network_is_refused_before_any_work(tree_a, tmp_path):
     assert _train(tree_a, tmp_path).returncode == 0
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     other = _train(tree_a, tmp_path, **{"network_def#num_cascades": 2, "network_def#n_feat0": 6})
     assert other.returncode != 0
     tail = _tail(other)
     assert "its network differs: num_cascades 1 there, 2 here; n_feat0 4 there, 6 here" in tail
     assert "Epoch" not in other.stderr + other.stdout  # refused before any training
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.xdist_group("runstate_resume")

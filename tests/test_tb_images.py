@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import MODALITIES, synthetic_validation_engine
+from helpers import MODALITIES, synthetic_validation_engine
 
 from bundle.workflows import ReconImageWriter
 

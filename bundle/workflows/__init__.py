@@ -11,6 +11,7 @@ from .checkpoint import (
     RNGState,
     TrainerScaler,
     atomic_torch_save,
+    checkpoint_state,
     checkpoints_newest_first,
     latest_checkpoint,
     newest_readable_checkpoint,
@@ -44,9 +45,11 @@ from .setup import (
 )
 from .sharding import ShardProgress, balanced_split, gather_inference, is_sharded, rank_device, shard_files
 from .tb_images import ReconImageWriter
-from .validation import ChallengeMetric, MetricsTableWriter, select_ranking_items
+from .validation import ChallengeMetric, MetricsTableWriter, select_ranking_items, validation_items
 
 __all__ = [
+    "validation_items",
+    "checkpoint_state",
     "resolve_metric_release",
     "META_KEYS",
     "PackReconSampled",

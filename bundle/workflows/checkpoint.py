@@ -29,6 +29,7 @@ from bundle.workflows.distributed import is_main_process
 from bundle.workflows.handlers import is_stepping_iteration
 
 __all__ = [
+    "checkpoint_state",
     "RNGState",
     "atomic_torch_save",
     "AtomicCheckpointSaver",
@@ -177,6 +178,15 @@ class TrainerScaler:
         scaler = getattr(self.trainer, "scaler", None)
         if scaler is not None and state:
             scaler.load_state_dict(dict(state))
+
+
+def checkpoint_state(objects: Mapping, trainer, precision) -> dict:
+    """What a training checkpoint holds: ``objects`` (model, optimizer, ...) plus the trainer's AMP loss scaler
+    when the precision uses one (fp16 on CUDA), as one mapping shared by the saver and the resumer."""
+    state = dict(objects)
+    if getattr(precision, "grad_scaler", False):
+        state["scaler"] = TrainerScaler(trainer)
+    return state
 
 
 def newest_readable_checkpoint(directory: str | os.PathLike, network: torch.nn.Module | None = None) -> Path | None:

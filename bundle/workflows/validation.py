@@ -29,10 +29,17 @@ from bundle.metrics import (
 from bundle.mri import crop_roi, zero_filled_image
 from bundle.workflows.distributed import is_main_process
 
-__all__ = ["ChallengeMetric", "MetricsTableWriter", "select_ranking_items"]
+__all__ = ["ChallengeMetric", "MetricsTableWriter", "select_ranking_items", "validation_items"]
 
 logger = logging.getLogger(__name__)
 METRICS = ("ssim", "psnr", "nmse")
+
+
+def validation_items(items: Sequence[Mapping], ranking_slices_only: bool, max_items: int | None = None) -> list[dict]:
+    """The items validation scores: the ranking slices only (:func:`select_ranking_items`) or all of them, then at
+    most ``max_items`` (``None``: all)."""
+    chosen = select_ranking_items(items) if ranking_slices_only else [dict(item) for item in items]
+    return chosen if max_items is None else chosen[:max_items]
 
 
 def select_ranking_items(items: Sequence[Mapping]) -> list[dict]:
