@@ -191,7 +191,8 @@ def test_precision_section_times_fp32_and_bf16_on_the_same_input(tmp_path):
     assert result["status"] == "ok" and result["native_bf16"] == cpu_has_native_bf16()
     assert result["num_cascades"] == 1
     for name in ("fp32", "bf16"):
-        assert len(result[name]["times_s"]) == 2 and _positive(result[name]["per_slice_s"])
+        assert len(result[name]["times_s"]) == len(result[name]["cpu_times_s"]) == 2
+        assert _positive(result[name]["per_slice_s"]) and _positive(result[name]["cpu_per_slice_s"])
     assert result["bf16_speedup"] == pytest.approx(result["fp32"]["per_slice_s"] / result["bf16"]["per_slice_s"])
     # bf16 autocast changes the image, but only by rounding.
     assert 1e-6 < result["rel_l2_image"] < 0.05
@@ -209,4 +210,5 @@ def test_demo_section_runs_the_inference_workflow_in_both_precisions(tmp_path):
         (run,) = result[name]["runs"]
         assert run["slices"] == result["slices"] and 0 < run["network_s"] <= run["run_s"]
         assert result[name]["network_per_slice_s"] == pytest.approx(run["network_s"] / run["slices"])
+        assert _positive(result[name]["network_cpu_per_slice_s"])
     assert 0 < result["rel_l2_median"] <= result["rel_l2_worst"] < 0.05

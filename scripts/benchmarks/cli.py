@@ -220,7 +220,8 @@ def summarize(results: dict[str, list[dict]], sizes: Sequence[tuple[int, int]]) 
             row["ckpt_time_overhead"] = ckpt["time_overhead"]
             row["target_ckpt_2x_memory"] = ckpt["memory_ratio_off_over_on"] >= 2.0
             row["target_ckpt_overhead_le_35pct"] = ckpt["time_overhead"] <= 0.35
-        rows.append(row)
+        if len(row) > 1:  # sizes with no cross-section figure (e.g. only the precision section) have no row
+            rows.append(row)
     return rows
 
 

@@ -2,14 +2,15 @@
 
 * ``precision``: the configured network (``--network``, ``--tiny``, ``--cascades``) on one synthetic batch of
   ``--size``; fp32 and bf16 calls alternate for ``--repeats`` rounds after ``--warmup`` calls of each, on the same
-  weights (seed 0) and input. Reports the median time per slice of each, the ratio, and the relative L2
+  weights (seed 0) and input. Reports the median wall and CPU time (``process_time``: with ``--threads 1`` less
+  sensitive to other load on a shared machine than wall time) per slice of each, the ratios, and the relative L2
   difference ``||x_bf16 - x_fp32|| / ||x_fp32||`` of the output images.
 * ``demo``: the real inference path, ``configs/inference.yaml`` + ``configs/demo.yaml`` (the default demo network;
   ``--network plus`` adds ``configs/promptmr_plus.yaml``) run as ``monai.bundle run inference`` runs it
   (``ConfigWorkflow``), over the validation tree of a demo dataset written to a temporary folder. Each repeat is
   a fresh workflow, fp32 and bf16 alternating; the weights are ``--demo-model`` or, without it, the demo network
-  at seed 0 saved as ``model.pt``. Reports the whole run's time and the network's share (timed by forward hooks),
-  each per slice, and the relative L2 difference of every written NIfTI volume between the first fp32 and the
+  at seed 0 saved as ``model.pt``. Reports the whole run's time and the network's share (wall and CPU time, by forward
+  hooks), each per slice, and the relative L2 difference of every written NIfTI volume between the first fp32 and the
   first bf16 run (worst and median file).
 
 Both set the precision explicitly (``resolve_precision(False)`` and ``resolve_precision(True, "bf16")``), whatever
@@ -70,11 +71,13 @@ def section_precision(args: argparse.Namespace, size: tuple[int, int], device: t
         for _ in range(args.warmup):
             call(name)
     times: dict[str, list[float]] = {name: [] for name in precisions}
+    cpu: dict[str, list[float]] = {name: [] for name in precisions}
     for _ in range(args.repeats):  # alternating, so load on a shared machine hits both alike
         for name in precisions:
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             images[name] = call(name)
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     out: dict = {
         "native_bf16": native_bf16(device),
         "network": args.network,
@@ -83,8 +86,14 @@ def section_precision(args: argparse.Namespace, size: tuple[int, int], device: t
         "batch": args.batch,
     }
     for name in precisions:
-        out[name] = {"per_slice_s": median(times[name]) / args.batch, "times_s": times[name]}
+        out[name] = {
+            "per_slice_s": median(times[name]) / args.batch,
+            "cpu_per_slice_s": median(cpu[name]) / args.batch,
+            "times_s": times[name],
+            "cpu_times_s": cpu[name],
+        }
     out["bf16_speedup"] = out["fp32"]["per_slice_s"] / out["bf16"]["per_slice_s"]
+    out["bf16_speedup_cpu"] = out["fp32"]["cpu_per_slice_s"] / out["bf16"]["cpu_per_slice_s"]
     out["rel_l2_image"] = relative_l2(images["bf16"].float(), images["fp32"])
     return out
 
@@ -125,14 +134,15 @@ def _inference_run(args, files: list[str], data: Path, model: Path, output: Path
     if resolved.name != precision:
         raise RuntimeError(f"inference config resolved to {resolved.name}, not the requested {precision}")
     network = workflow.parser.get_parsed_content("network")
-    clock = {"network_s": 0.0, "slices": 0, "start": 0.0}
+    clock = {"network_s": 0.0, "network_cpu_s": 0.0, "slices": 0, "start": 0.0, "start_cpu": 0.0}
 
     def before(module, inputs) -> None:
         clock["slices"] += inputs[0].shape[0]
-        clock["start"] = time.perf_counter()
+        clock["start"], clock["start_cpu"] = time.perf_counter(), time.process_time()
 
     def after(module, inputs, output) -> None:
         clock["network_s"] += time.perf_counter() - clock["start"]
+        clock["network_cpu_s"] += time.process_time() - clock["start_cpu"]
 
     hooks = [network.register_forward_pre_hook(before), network.register_forward_hook(after)]
     t0 = time.perf_counter()
@@ -150,6 +160,7 @@ def _inference_run(args, files: list[str], data: Path, model: Path, output: Path
         "slices": slices,
         "run_per_slice_s": run_s / slices,
         "network_per_slice_s": clock["network_s"] / slices,
+        "network_cpu_per_slice_s": clock["network_cpu_s"] / slices,
     }
 
 
@@ -202,10 +213,13 @@ def section_demo(args: argparse.Namespace, device: torch.device) -> dict:
             out[name] = {
                 "run_per_slice_s": median([r["run_per_slice_s"] for r in rs]),
                 "network_per_slice_s": median([r["network_per_slice_s"] for r in rs]),
+                "network_cpu_per_slice_s": median([r["network_cpu_per_slice_s"] for r in rs]),
                 "runs": rs,
             }
         out["bf16_speedup_network"] = out["fp32"]["network_per_slice_s"] / out["bf16"]["network_per_slice_s"]
         out["bf16_speedup_run"] = out["fp32"]["run_per_slice_s"] / out["bf16"]["run_per_slice_s"]
+        cpu = [out[name]["network_cpu_per_slice_s"] for name in ("fp32", "bf16")]
+        out["bf16_speedup_network_cpu"] = cpu[0] / cpu[1]
         out.update(compare_outputs(tmp / "out_fp32_0", tmp / "out_bf16_0"))
         return out
     finally:
