@@ -10,6 +10,7 @@ from helpers import TINY_UNET, F, H, W, cartesian_line, make_kspace, make_mask, 
 from torch import nn
 
 import bundle.networks.promptmr as promptmr_module
+import bundle.networks.promptunet as promptunet_module
 from bundle.mri import fft2c, ifft2c, rss
 from bundle.networks import (
     CALayer,
@@ -506,3 +507,27 @@ def test_acs_source_decides_the_width_of_a_call():
             net.eval()
             same = torch.equal(net(kspace, mask_t)[0], net(kspace, mask_t, acs_width=4)[0])
             assert same is not moves, net.acs_source
+
+
+def test_channels_last_unet_equals_the_plain_nchw_unet(monkeypatch):
+    """The CPU channels-last path (NHWC input, channels-last conv weights) gives the NCHW result and gradients."""
+    torch.manual_seed(0)
+    net = NormPromptUnet(4, 4, n_feat0=4, feature_dim=(6, 8, 10), prompt_dim=(2, 4, 6), len_prompt=(2, 2, 2))
+    x = torch.randn(3, 2, 20, 12, dtype=torch.complex64)
+
+    def run():
+        net.zero_grad()
+        y = net(x)
+        torch.view_as_real(y).square().sum().backward()
+        assert y.is_contiguous()
+        return y.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    y1, g1 = run()
+    with monkeypatch.context() as m:
+        m.setattr(promptunet_module.Conv2d, "forward", nn.Conv2d.forward)
+        m.setattr(promptunet_module.PromptUnet, "forward_history", promptunet_module.PromptUnet._forward)
+        y0, g0 = run()
+    torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-5)
+    assert set(g1) == set(g0)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-4, atol=1e-5, msg=name)
