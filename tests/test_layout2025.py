@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from helpers import REPO, TINY_NET
+from helpers import CONFIGS, LOGGING, META, REPO, TINY_NET, run_workflow, train_overrides
 from monai.bundle import ConfigWorkflow
 
 from bundle.data import make_demo_dataset, read_mat, write_mat
@@ -34,9 +34,6 @@ from bundle.metrics import matlab_shape, official_scores, run4ranking
 from bundle.mri import ifft2c_np, rss_np
 from bundle.transforms.masks import make_mask, measure_acs_width
 
-CONFIGS = REPO / "configs"
-META = str(CONFIGS / "metadata.json")
-LOGGING = str(CONFIGS / "logging.conf")
 TRAINING = "ChallengeData/MultiCoil"
 TASK = "ChallengeData_ValSet/TaskR1/MultiCoil"
 
@@ -171,30 +168,12 @@ def _workflow(configs, run_id, **overrides):
     )
 
 
-def _run(workflow):
-    workflow.initialize()
-    assert workflow.check_properties() == []
-    workflow.run()
-    workflow.finalize()
-
-
 @pytest.fixture(scope="module")
 def trained(root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("train2025")
-    overrides = {
-        "bundle_root": str(REPO),
-        "dataset_dir": str(root),
-        "output_dir": str(out / "runs"),
-        "ckpt_dir": str(out / "models"),
-        "epochs": 1,
-        "num_workers": 0,
-        "train_max_items": 4,
-        "val_max_items": 4,
-        "accumulation_steps": 1,
-        "val_centers": ["Center002"],
-        **TINY_NET,
-    }
-    _run(_workflow(["train.yaml", "cmrxrecon2025.yaml"], "training", **overrides))
+    overrides = {**train_overrides(root, out), "train_max_items": 4, "val_max_items": 4, "accumulation_steps": 1}
+    overrides["val_centers"] = ["Center002"]
+    run_workflow(_workflow(["train.yaml", "cmrxrecon2025.yaml"], "training", **overrides))
     return out
 
 
@@ -202,17 +181,9 @@ def test_train_and_evaluate_per_centre(trained, root, tmp_path):
     split = json.loads((trained / "runs" / "split.json").read_text())
     assert split["val"] == ["Center002/Siemens_30T_CIMA.X/P001", "Center002/UIH_15T_umr670/P001"]
     assert (trained / "models" / "model.pt").is_file()
-    overrides = {
-        "bundle_root": str(REPO),
-        "dataset_dir": str(root),
-        "ckpt_dir": str(trained / "models"),
-        "output_dir": str(tmp_path / "eval"),
-        "num_workers": 0,
-        "val_max_items": 8,
-        "val_centers": ["Center002"],
-        **TINY_NET,
-    }
-    _run(_workflow(["train.yaml", "cmrxrecon2025.yaml", "evaluate.yaml"], "evaluating", **overrides))
+    overrides = {**train_overrides(root, trained), "output_dir": str(tmp_path / "eval"), "val_max_items": 8}
+    overrides["val_centers"] = ["Center002"]
+    run_workflow(_workflow(["train.yaml", "cmrxrecon2025.yaml", "evaluate.yaml"], "evaluating", **overrides))
     tables = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert tables["metric"]["release"] == "2025" and "99.5" in tables["metric"]["description"]
     sites = {(r["center"], r["vendor"]) for r in tables["per_center_vendor"]}
@@ -236,7 +207,7 @@ def test_inference_writes_the_2025_submission_tree(trained, root, tmp_path):
         "tasks": ["TaskR1"],
         **TINY_NET,
     }
-    _run(_workflow(["inference.yaml", "cmrxrecon2025.yaml"], "inference", **overrides))
+    run_workflow(_workflow(["inference.yaml", "cmrxrecon2025.yaml"], "inference", **overrides))
     kus_files = sorted((root / TASK).rglob("*_kus_*.mat"))
     written = sorted((out / "submission").rglob("*.mat"))
     expected = [out / "submission" / "TaskR1" / "MultiCoil" / k.relative_to(root / TASK) for k in kus_files]

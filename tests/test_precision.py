@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import tiny_model
+from helpers import REPO, tiny_model
+from monai.bundle import ConfigParser
 
 from bundle.losses import HyperCMRLoss
 from bundle.workflows import precision as precision_mod
@@ -143,8 +144,6 @@ def test_bf16_training_in_a_monai_trainer_runs_and_learns():
 def test_inference_and_evaluation_default_to_fp32_on_a_cpu_with_native_bf16(monkeypatch):
     """Inference and evaluation results must not depend on the CPU: amp defaults to cuda there (bf16 autocast on
     GPUs only), while training keeps auto (bf16 on this CPU)."""
-    from conftest import REPO
-    from monai.bundle import ConfigParser
 
     monkeypatch.setattr(precision_mod, "cpu_has_native_bf16", lambda: True)
     configs = REPO / "configs"
