@@ -18,7 +18,6 @@ import pytest
 import torch
 from helpers import REPO, TINY_ARGS, TINY_NET
 
-from bundle.data import make_demo_dataset
 from bundle.workflows import balanced_split, save_model
 
 CONFIGS = REPO / "configs"
@@ -85,10 +84,8 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tree")
-    make_demo_dataset(root, seed=0, size="tiny")
-    return root
+def tree(demo_root) -> Path:
+    return demo_root
 
 
 @pytest.fixture(scope="module")

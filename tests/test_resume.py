@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, TINY_NET
+from helpers import REPO, train_overrides
 
 from bundle.data import make_demo_dataset
 from bundle.workflows.checkpoint import latest_checkpoint
@@ -24,19 +24,12 @@ pytestmark = pytest.mark.xdist_group("resume")
 
 def _command(data: Path, out: Path) -> list[str]:
     overrides = {
-        "bundle_root": str(REPO),
-        "dataset_dir": str(data),
-        "output_dir": str(out / "runs"),
-        "ckpt_dir": str(out / "models"),
+        **train_overrides(data, out),
         "epochs": 2,
-        "num_workers": 0,
-        "train_max_items": 12,
         "val_max_items": 2,
-        "accumulation_steps": 2,
         "checkpoint_interval": 2,
         "learning_rate": 1e-3,
         "train_patterns": ["Uniform", "ktGaussian"],  # random masks: resume must restore their streams too
-        **TINY_NET,
     }
     args = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(REPO / "configs/train.yaml")]
     for key, value in overrides.items():

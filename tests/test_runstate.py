@@ -15,7 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from helpers import REPO, TINY_NET
+from helpers import REPO, TINY_ARGS, TINY_NET
 
 from bundle.data import make_demo_dataset
 from bundle.errors import OutputDirError, RunStateError
@@ -66,10 +66,8 @@ def snapshot(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tree_a(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tree_a")
-    make_demo_dataset(root, seed=0, size="tiny")
-    return root
+def tree_a(demo_root) -> Path:
+    return demo_root
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +196,7 @@ def test_run_state_without_a_manifest_compares_what_the_files_hold(tree_a, tree_
 
     split = tmp_path / "runs" / "split.json"
     save_split(split, ["P001"], ["P002"])  # written by an older version: no run.json beside it
-    network = PromptMR(**{k.split("#")[1]: v for k, v in TINY_NET.items()})
+    network = PromptMR(**TINY_ARGS)
     state = RunState(tree_a, network, tmp_path / "models" / "checkpoints", split_file=split)
     state.check()  # same patients: accepted, manifests written
     assert (tmp_path / "runs" / "run.json").is_file()

@@ -283,11 +283,11 @@ def _official_masks(split_dir: Path, rel: Release) -> dict[tuple[str, str], list
     return found
 
 
-def _data_key(path: Path, rel: Release, kind: str) -> str | None:
-    """The variable of a CMRxRecon2025 file (``kspace``/``kspace_full``, or ``kus``); other releases pick as
-    :func:`~bundle.data.matio.read_mat` does (``None``)."""
+def _shape(path: Path, rel: Release, kind: str) -> tuple[int, ...]:
+    """h5py-order shape of a file's k-space (metadata only). CMRxRecon2025 files must hold ``kspace`` /
+    ``kspace_full`` (full) or ``kus`` (undersampled); other releases pick as :func:`~bundle.data.matio.read_mat`."""
     if rel.name != "2025":
-        return None
+        return tuple(int(n) for n in mat_shape(path))
     names = mat_variables(path)
     wanted = rel.full_keys if kind == "full" else rel.undersampled_keys
     key = next((k for k in wanted if k in names), None)
@@ -295,12 +295,12 @@ def _data_key(path: Path, rel: Release, kind: str) -> str | None:
         raise MissingKeyError.at(
             path, f"has none of the variables {' / '.join(wanted)} of CMRxRecon2025 k-space; found {sorted(names)}"
         )
-    return key
+    return tuple(int(n) for n in names[key])
 
 
 def _record(path: Path, series: str, rel: Release, ids: Mapping[str, str], **fields) -> FileRecord:
     """A record for ``path``; its shape comes from the file's metadata and ``fields`` fill the rest."""
-    shape = tuple(int(n) for n in mat_shape(path, _data_key(path, rel, fields["kind"])))
+    shape = _shape(path, rel, fields["kind"])
     if len(shape) not in (4, 5):
         raise ShapeError.at(path, f"k-space must be 5-D (nt, nz, nc, ny, nx) or 4-D (nz, nc, ny, nx); found {shape}")
     if len(shape) == 4 and rel.name == "2025" and rel.known_series(series) and series_type(series) != "blackblood":

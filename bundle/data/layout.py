@@ -56,6 +56,7 @@ __all__ = [
     "series_type",
     "series_view",
     "is_static_series",
+    "site_of",
     "subdirs",
 ]
 
@@ -207,21 +208,27 @@ class Release:
         """Where the submission file of an undersampled file goes below ``output_root`` (same file name)."""
         raise NotImplementedError
 
-    def frames_scored(self, nt: int, series: str) -> list[int]:
-        """0-based frames run4Ranking keeps: every frame of mapping series, one of series without time,
-        else the first ``min(3, nt)``."""
-        if nt < 1:
-            raise ValueError(f"a series needs at least one frame, got nt={nt}")
-        kind = series_type(series)
-        if kind == "mapping":
-            return list(range(nt))
-        if kind == "blackblood":
-            return [0]
-        return list(range(min(3, nt)))
-
 
 def _bad_path(path, expected: str, problems: list[str]) -> CMRDataError:
     return CMRDataError.at(path, f"does not follow {expected}: " + "; ".join(problems))
+
+
+def _kus_problems(release: Release, subset: str, patient: str, name: str) -> list[str]:
+    """What is wrong with the set folder, patient folder and file name of an undersampled file (2024, 2025)."""
+    problems = []
+    if subset not in release.evaluation_sets:
+        problems.append(f"set folder {subset!r} is not one of {', '.join(release.evaluation_sets)}")
+    if not _PATIENT_DIR.match(patient):
+        problems.append(f"patient folder {patient!r} is not 'P' followed by digits")
+    if not name.endswith(".mat") or "_kus_" not in name:
+        problems.append(f"file name {name!r} is not an undersampled k-space file '<series>_kus_<pattern>.mat'")
+    return problems
+
+
+def site_of(patient: str) -> tuple[str | None, str | None]:
+    """``(center, vendor)`` of a CMRxRecon2025 patient key ``<Center>/<Vendor>/<Pxxx>``; ``(None, None)`` else."""
+    parts = patient.split("/")
+    return (parts[0], parts[1]) if len(parts) == 3 else (None, None)
 
 
 class _Release2023(Release):
@@ -294,15 +301,10 @@ class _Release2024(Release):
         problems = []
         if modality not in self.modalities:
             problems.append(f"modality folder {modality!r} is not one of {', '.join(self.modalities)}")
-        if subset not in self.evaluation_sets:
-            problems.append(f"set folder {subset!r} is not one of {', '.join(self.evaluation_sets)}")
         task = self.undersampled_folder(task_dir)
         if task not in (1, 2):
             problems.append(f"folder {task_dir!r} is not UnderSample_Task1 or UnderSample_Task2")
-        if not _PATIENT_DIR.match(patient):
-            problems.append(f"patient folder {patient!r} is not 'P' followed by digits")
-        if not name.endswith(".mat") or "_kus_" not in name:
-            problems.append(f"file name {name!r} is not an undersampled k-space file '<stem>_kus_<pattern>.mat'")
+        problems += _kus_problems(self, subset, patient, name)
         if problems:
             raise _bad_path(kus_path, expected, problems)
         return Path(output_root) / f"Task{task}" / modality / subset / f"Task{task}" / patient / name
@@ -345,14 +347,9 @@ class _Release2025(Release):
         task = self.undersampled_folder(task_dir)
         if task is None:
             problems.append(f"folder {task_dir!r} is not UnderSample_<Task> ({', '.join(TASKS_2025)})")
-        if subset not in self.evaluation_sets:
-            problems.append(f"set folder {subset!r} is not one of {', '.join(self.evaluation_sets)}")
         if not _CENTER_DIR.match(center):
             problems.append(f"centre folder {center!r} is not 'Center' followed by digits")
-        if not _PATIENT_DIR.match(patient):
-            problems.append(f"patient folder {patient!r} is not 'P' followed by digits")
-        if not name.endswith(".mat") or "_kus_" not in name:
-            problems.append(f"file name {name!r} is not an undersampled k-space file '<series>_kus_<pattern>.mat'")
+        problems += _kus_problems(self, subset, patient, name)
         if problems:
             raise _bad_path(kus_path, expected, problems)
         tail = (modality, subset, task_dir, center, vendor, patient, name)

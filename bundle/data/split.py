@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from ..errors import CMRDataError
 from ..files import atomic_write
+from .layout import site_of
 
 __all__ = [
     "split_patients",
@@ -119,12 +120,6 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def _site_of(patient: str) -> tuple[str | None, str | None]:
-    """``(center, vendor)`` of a CMRxRecon2025 patient key ``<Center>/<Vendor>/<Pxxx>``; ``(None, None)`` else."""
-    parts = patient.split("/")
-    return (parts[0], parts[1]) if len(parts) == 3 else (None, None)
-
-
 def split_by_site(
     patients: Iterable[str], val_centers: Iterable[str] | None = None, val_vendors: Iterable[str] | None = None
 ) -> tuple[list[str], list[str]]:
@@ -136,7 +131,7 @@ def split_by_site(
     """
     ids = sorted(set(patients))
     centers, vendors = set(val_centers or ()), set(val_vendors or ())
-    sites = {p: _site_of(p) for p in ids}
+    sites = {p: site_of(p) for p in ids}
     if any(site == (None, None) for site in sites.values()):
         raise ValueError("val_centers / val_vendors need CMRxRecon2025 patients (<Center>/<Vendor>/<Pxxx>)")
     unknown = sorted((centers - {c for c, _ in sites.values()}) | (vendors - {v for _, v in sites.values()}))

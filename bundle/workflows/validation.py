@@ -14,6 +14,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 
+from bundle.data.layout import site_of
 from bundle.files import atomic_write
 from bundle.metrics import (
     METRIC_CHOICES,
@@ -123,7 +124,7 @@ class ChallengeMetric(Metric):
         for i, file in enumerate(files):
             row = {"file": file, "modality": modalities[i], "z": zs[i], "t": ts[i]}
             row.update(pattern=str(patterns[i]), acceleration=int(accelerations[i]))
-            center, vendor = _site(str(patients[i]))
+            center, vendor = site_of(str(patients[i]))
             if center is not None:
                 row.update(center=center, vendor=vendor)
             for metric in METRICS:
@@ -207,17 +208,11 @@ class ChallengeMetric(Metric):
         engine.state.challenge_rows = list(self.rows)
 
 
-def _site(patient: str) -> tuple[str | None, str | None]:
-    """``(center, vendor)`` of a CMRxRecon2025 patient key ``<Center>/<Vendor>/<Pxxx>``; ``(None, None)`` else."""
-    parts = patient.split("/")
-    return (parts[0], parts[1]) if len(parts) == 3 else (None, None)
-
-
 def _expected_files(items: Sequence[Mapping]) -> dict[tuple[str, str], int]:
     """Number of distinct files per ``(center, vendor)`` among ``items`` (CMRxRecon2025 items only)."""
     files: dict[tuple[str, str], set] = defaultdict(set)
     for item in items:
-        center, vendor = _site(str(item.get("patient", "")))
+        center, vendor = site_of(str(item.get("patient", "")))
         if center is not None:
             files[(center, vendor)].add(item["file"])
     return {site: len(names) for site, names in files.items()}
