@@ -286,7 +286,7 @@ def _official_masks(split_dir: Path, rel: Release) -> dict[tuple[str, str], list
 def _shape(path: Path, rel: Release, kind: str) -> tuple[int, ...]:
     """h5py-order shape of a file's k-space (metadata only). CMRxRecon2025 files must hold ``kspace`` /
     ``kspace_full`` (full) or ``kus`` (undersampled); other releases pick as :func:`~bundle.data.matio.read_mat`."""
-    if rel.name != "2025":
+    if not rel.strict_files:
         return tuple(int(n) for n in mat_shape(path))
     names = mat_variables(path)
     wanted = rel.full_keys if kind == "full" else rel.undersampled_keys
@@ -303,7 +303,7 @@ def _record(path: Path, series: str, rel: Release, ids: Mapping[str, str], **fie
     shape = _shape(path, rel, fields["kind"])
     if len(shape) not in (4, 5):
         raise ShapeError.at(path, f"k-space must be 5-D (nt, nz, nc, ny, nx) or 4-D (nz, nc, ny, nx); found {shape}")
-    if len(shape) == 4 and rel.name == "2025" and rel.known_series(series) and series_type(series) != "blackblood":
+    if len(shape) == 4 and rel.strict_files and rel.known_series(series) and series_type(series) != "blackblood":
         raise ShapeError.at(
             path, f"{series} has a time axis in CMRxRecon2025: expected 5-D (nt, nz, nc, ny, nx), found 4-D {shape}"
         )
@@ -450,8 +450,10 @@ def scan_dataset(
         for modality_dir in subdirs(multicoil):
             if wanted is not None and modality_dir.name.lower() not in wanted:
                 continue
-            if rel.name == "2025" and modality_dir.name not in rel.modalities:
-                logger.warning("%s: modality folder not known in CMRxRecon2025; its files are indexed", modality_dir)
+            if modality_dir.name not in rel.modalities:
+                logger.warning(
+                    "%s: modality folder not known in CMRxRecon%s; its files are indexed", modality_dir, rel.name
+                )
             for split in SPLITS:
                 split_dir = modality_dir / split
                 if split_dir.is_dir():

@@ -137,6 +137,10 @@ class Release:
         acs_from_mask: the ACS width of an item with an official mask file is measured from that mask
             (:func:`bundle.transforms.masks.measure_acs_width`) instead of taken as ``acs_width``. True for
             CMRxRecon2025, whose format text and mask generator disagree (16 against 20 lines).
+        strict_files: k-space files must hold one of the release's variable names, and its known time-resolved
+            series must be 5-D (CMRxRecon2025; the older releases keep the index's tolerant variable pick).
+        matlab_shaped_submission: ``img4ranking`` is stored with MATLAB's shape, trailing singleton axes dropped,
+            because the release's scorer drops a file whose shape differs from the GT's (CMRxRecon2025).
     """
 
     name: str
@@ -149,6 +153,8 @@ class Release:
     metric: str
     patient_levels: int = 1
     acs_from_mask: bool = False
+    strict_files: bool = False
+    matlab_shaped_submission: bool = False
     evaluation_sets: tuple[str, ...] = ("ValidationSet", "TestSet")
     _warned: set = field(default_factory=set, compare=False, repr=False)
 
@@ -400,6 +406,8 @@ RELEASES: Mapping[str, Release] = MappingProxyType(
             metric="2025",
             patient_levels=3,
             acs_from_mask=True,
+            strict_files=True,
+            matlab_shaped_submission=True,
         ),
     }
 )

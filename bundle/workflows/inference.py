@@ -205,7 +205,7 @@ class ReconstructionWriter:
             path = submission_path(file, self.dataset_dir, self.output_dir / "submission")
             selected = run4ranking(volume[:, :, :, 0] if is_4d else volume, series, coil_combined=True)
             release = release_of_path(file)
-            if release is not None and release.name == "2025":
+            if release is not None and release.matlab_shaped_submission:
                 selected = matlab_shape(selected)  # the shape of the GT file, which the 2025 scorer compares
             save_submission(path, selected)
             self.written.append(Path(path))
