@@ -29,6 +29,7 @@ used where the format tells (:func:`published_acs`), and otherwise left to the b
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import pickle
@@ -37,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -111,10 +113,6 @@ def _allowed_numpy_globals(path: str) -> list:
         )
     if not needed:
         return []
-    import importlib
-
-    import numpy as np
-
     allowed = [getattr(importlib.import_module(m), a) for m, _, a in (n.rpartition(".") for n in needed)]
     # The dtype classes are reached while unpickling, not listed up front.
     return allowed + [cls for name, cls in vars(np.dtypes).items() if name.endswith("DType") and isinstance(cls, type)]

@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
@@ -229,8 +230,6 @@ def _describe(metric_release: str) -> str:
 
 def _site_tables(per_file: Sequence[Mapping], grouped: Mapping, columns: Sequence[str], expected: Mapping) -> dict:
     """Per (centre, vendor) means and the 2025 scorer's adjusted means (missing files count as zero)."""
-    import numpy as np
-
     sites: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
     for row in per_file:
         first = grouped[row["file"]][0]
@@ -257,8 +256,6 @@ def _per_modality_acceleration(rows: Sequence[Mapping], columns: Sequence[str]) 
     A file's slices may be scored under different masks (validation draws one per item), so a file enters every
     group it has images in, with the mean of those images only.
     """
-    import numpy as np
-
     per_file: dict[tuple, list[Mapping]] = defaultdict(list)
     for row in rows:
         key = (str(row["modality"]), str(row.get("pattern", "")), int(row.get("acceleration", -1)), row["file"])
