@@ -98,7 +98,7 @@ def test_published_layout_checkpoint_imports_and_gives_the_same_image(plus, tmp_
     src = tmp_path / "promptmr-plus-epoch=11-step=337764.ckpt"
     torch.save(_published_layout(plus), src)
     out = tmp_path / "imported"
-    with caplog.at_level(logging.INFO, logger="bundle.networks.pretrained"):
+    with caplog.at_level(logging.INFO, logger="bundle.networks"):
         assert import_weights([str(src), "--out-dir", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "PromptMR+, 2 cascades" in printed and "acs_source network, num_low_frequencies 16" in caplog.text
@@ -148,7 +148,7 @@ def test_old_bundle_promptmr_plus_checkpoint_still_loads(plus, tmp_path, caplog)
 
     fresh = PromptMR(**PLUS_ARGS)
     check_checkpoint(fresh, path)
-    with caplog.at_level(logging.INFO, logger="bundle.networks.pretrained"):
+    with caplog.at_level(logging.INFO, logger="bundle.networks"):
         fresh.load_state_dict(torch.load(path, weights_only=True))  # strict
     assert "renamed 36 PromptMR+ momentum keys" in caplog.text
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), plus.state_dict().values()))
