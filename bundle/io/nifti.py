@@ -197,7 +197,7 @@ def save_nifti(
             "%s: voxel size %s replaced by the file's geometry %s",
             dest,
             (dx, dy, dz),
-            tuple(np.round(np.linalg.norm(affine[:3, :3], axis=0), 4)),
+            tuple(round(float(v), 4) for v in np.linalg.norm(affine[:3, :3], axis=0)),
         )
     img = nib.Nifti1Image(data, affine)
     header = img.header
