@@ -324,3 +324,42 @@ def make_kspace(b: int, coils: int, mask: torch.Tensor, h: int = H, w: int = W, 
     g = torch.Generator().manual_seed(seed)
     k = torch.randn(b, F, coils, h, w, dtype=torch.complex64, generator=g)
     return (k * mask.unsqueeze(2)).reshape(b, F * coils, h, w)
+
+
+def rotation(degrees_x: float, degrees_z: float) -> np.ndarray:
+    """``Rz @ Rx``: a proper rotation (3x3), ``degrees_x`` about the patient x axis, then ``degrees_z`` about z."""
+    ax, az = np.radians(degrees_x), np.radians(degrees_z)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ rx
+
+
+def oblique_geometry(
+    nz: int = 3,
+    matrix: tuple[int, int] = (10, 8),
+    fov_mm=(25.0, 16.0, 6.0),
+    spacing: float = 7.5,
+    left_handed: bool = False,
+    trigger_times_ms=None,
+):
+    """A ScanGeometry rotated 30° about x and 30° about z, off-centre, ``nz`` slices ``spacing`` mm apart.
+
+    ``left_handed`` takes ``slice_dir = -(read_dir × phase_dir)``, as some Siemens files have it.
+    """
+    from bundle.geometry import ScanGeometry, SliceGeometry
+
+    axes = rotation(30.0, 30.0)
+    read, phase = axes[:, 0], axes[:, 1]
+    normal = -axes[:, 2] if left_handed else axes[:, 2]
+    centre = np.array([12.5, -31.0, 47.25])
+    slices = [SliceGeometry(centre + k * spacing * normal, read, phase, normal) for k in range(nz)]
+    return ScanGeometry(matrix, fov_mm, slices, patient_position="HFS", trigger_times_ms=trigger_times_ms)
+
+
+def dicom_pixel_lps(ds, row: float, column: float) -> np.ndarray:
+    """LPS position (mm) of pixel ``(row, column)`` of a DICOM image, from its IPP, IOP and PixelSpacing alone."""
+    iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+    along_row, along_column = iop[:3], iop[3:]  # direction of increasing column index, of increasing row index
+    row_spacing, column_spacing = (float(v) for v in ds.PixelSpacing)
+    ipp = np.array([float(v) for v in ds.ImagePositionPatient])
+    return ipp + column * column_spacing * along_row + row * row_spacing * along_column

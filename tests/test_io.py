@@ -323,3 +323,108 @@ def test_display_matches_the_viewer_convention_of_the_nifti_affine(tmp_path):
     assert np.all(shown[:, 0] == 0.5)  # the +x (R) edge is the left column
     assert display_box(((2, 5), (1, 3)), (nx, ny)) == (ny - 3, ny - 1, nx - 5, nx - 2)
     assert shown[ny - 3 : ny - 1, nx - 5 : nx - 2].shape == (2, 3)
+
+
+# ------------------------------------------------------------------- NIfTI and sidecar in patient coordinates
+
+
+@pytest.mark.parametrize("case", [dict(), dict(left_handed=True), dict(nz=1), dict(matrix=(9, 7))])
+def test_nifti_voxels_sit_at_the_geometry_patient_coordinates(tmp_path, rng, case):
+    import SimpleITK as sitk
+    from helpers import oblique_geometry
+
+    from bundle.geometry import LPS_TO_RAS
+
+    g = oblique_geometry(**case)
+    nx, ny = g.matrix
+    vol = rng.random((nx, ny, g.nz, 2)).astype(np.float32)
+    marker = (1, ny - 2, g.nz - 1)
+    vol[(*marker, 1)] = 9.0
+    path = save_nifti(tmp_path / "g.nii.gz", vol, voxel_size=(1.5, 1.5, 8.0), frame_time=40.0, geometry=g)
+    img = load_nifti(path)
+    tolerance = 0.1 * min(g.pixel_spacing)
+    assert int(img.header["qform_code"]) == 1 and int(img.header["sform_code"]) == 1
+    assert float(img.header["pixdim"][0]) == (-1.0 if case.get("left_handed") else 1.0)  # qfac
+    dz = g.slice_spacing or g.slice_thickness
+    np.testing.assert_allclose(img.header.get_zooms(), (*g.pixel_spacing, dz, 40.0), rtol=1e-5)
+    reference = sitk.ReadImage(str(path))
+    for affine in (img.get_sform(), img.get_qform()):  # both say the same, left-handed triples included
+        for i, j, k in [(0, 0, 0), (nx - 1, 0, g.nz - 1), (0, ny - 1, 0), (nx - 1, ny - 1, g.nz - 1), marker]:
+            lps = (LPS_TO_RAS @ affine @ [i, j, k, 1])[:3]
+            np.testing.assert_allclose(lps, g.voxel_lps(i, j, k), atol=tolerance)
+    for i, j, k in [(0, 0, 0), (nx - 1, ny - 1, g.nz - 1), marker]:  # SimpleITK reports LPS
+        point = reference.TransformIndexToPhysicalPoint((i, j, k, 0))[:3]
+        np.testing.assert_allclose(point, g.voxel_lps(i, j, k), atol=tolerance)
+    data = np.asarray(img.dataobj)
+    assert np.unravel_index(np.argmax(data), data.shape) == (*marker, 1)
+
+
+def test_nifti_refuses_an_irregular_stack_and_a_volume_that_does_not_fit(tmp_path):
+    from helpers import oblique_geometry
+
+    from bundle.errors import CMRDataError
+    from bundle.geometry import ScanGeometry
+
+    g = oblique_geometry(nz=3)
+    uneven = ScanGeometry(g.matrix, g.fov_mm, (g.slices[0], g.slices[2]) + (g.slices[2],))
+    with pytest.raises(CMRDataError, match="not parallel and equally spaced"):
+        save_nifti(tmp_path / "u.nii.gz", np.ones((10, 8, 3)), voxel_size=(1, 1, 1), geometry=uneven)
+    with pytest.raises(ShapeError, match="does not fit its geometry"):
+        save_nifti(tmp_path / "s.nii.gz", np.ones((8, 10, 3)), voxel_size=(1, 1, 1), geometry=g)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sidecar_names_the_scanner_and_the_geometry(tmp_path):
+    import json
+
+    from helpers import oblique_geometry
+
+    from bundle.geometry import ScanGeometry
+    from bundle.io.sidecar import SCANNER_GEOMETRY_NOTE, validate_sidecar, write_sidecar
+
+    g = oblique_geometry(trigger_times_ms=[0.0, 40.0])
+    info = {"vendor": "SIEMENS", "model": "Avanto", "field_strength_T": 1.494, "TR_ms": 38.4, "TE_ms": 1.32,
+            "flip_angle_deg": 55, "patient_position": "FFS", "raw_file": "meas.h5", "protocol_name": ""}  # fmt: skip
+    common = dict(
+        source="P001/meas.h5", modality="Cine", series="cine_sax", shape=[10, 8, 3, 2], pattern=None,
+        acceleration=4, mask_file=None, voxel_size=(2.5, 2.0, 7.5), voxel_size_source="geometry",
+        frame_time=40.0, frame_time_source="trigger", fourth_axis="time",
+        model={"Name": "m", "Checkpoint": None, "CheckpointSHA256": None, "NetworkArguments": None,
+               "NetworkArgumentsSource": None}, description="m recon, x4",
+    )  # fmt: skip
+    data = json.loads(write_sidecar(tmp_path / "a.nii.gz", **common, geometry=g, scan_info=info).read_text())
+    validate_sidecar(data)
+    assert data["Manufacturer"] == "SIEMENS" and data["MagneticFieldStrength"] == 1.494
+    assert data["RepetitionTime"] == pytest.approx(0.0384) and data["EchoTime"] == pytest.approx(0.00132)
+    assert data["FlipAngle"] == 55.0 and data["RawFile"] == "meas.h5" and "ProtocolName" not in data
+    assert data["PatientPosition"] == "HFS"  # the geometry's
+    assert data["Geometry"] == "scanner" and data["GeometryNote"] == SCANNER_GEOMETRY_NOTE
+    assert ScanGeometry.from_dict(data["ScanGeometry"]) == g
+    plain = json.loads(write_sidecar(tmp_path / "b.nii.gz", **common, scan_info=info).read_text())
+    assert not {"Manufacturer", "Geometry", "ScanGeometry", "RawFile"} & set(plain)  # CMRxRecon: as before
+
+
+def test_extra_outputs_take_voxel_size_and_frame_time_from_the_geometry(tmp_path, rng):
+    import json
+
+    import pydicom
+    from helpers import oblique_geometry
+
+    from bundle.workflows.exports import ExtraOutputs
+
+    g = oblique_geometry(trigger_times_ms=[5.0, 45.0, 85.0, 125.0])
+    file = tmp_path / "data" / "P003" / "cine.h5"
+    extras = ExtraOutputs(tmp_path / "data", tmp_path / "out", write_dicom=True)
+    info = extras.describe(str(file), "cine_sax", {"acceleration": 4}, (10, 8, 3, 4), (1.5, 1.5, 8.0), None, 50.0,
+                           None, geometry=g, scan_info={"vendor": "SIEMENS", "TR_ms": 40.0})  # fmt: skip
+    assert info["voxel"] == pytest.approx([2.5, 2.0, 7.5]) and info["frame_time"] == 40.0
+    assert info["patient"] == "P003" and info["scan_info"]["raw_file"] == "cine.h5"
+    nifti = save_nifti(tmp_path / "out" / "cine.nii.gz", rng.random((10, 8, 3, 4)), info["voxel"], geometry=g)
+    sidecar = json.loads(extras.write_sidecar(nifti, info).read_text())
+    assert sidecar["RawFile"] == "cine.h5" and sidecar["Manufacturer"] == "SIEMENS"
+    paths = extras.write_dicom(str(file), rng.random((10, 8, 3, 4)), info)
+    first = pydicom.dcmread(paths[0])
+    np.testing.assert_allclose([float(v) for v in first.ImagePositionPatient], g.first_voxel_lps(0), atol=1e-6)
+    assert float(first.RepetitionTime) == 40.0 and float(first.TriggerTime) == 5.0
+    plain = extras.describe(str(file), "cine_sax", {}, (10, 8, 3, 4), (1.5, 1.5, 8.0), None, 50.0, None)
+    assert plain["voxel"] == [1.5, 1.5, 8.0] and plain["geometry"] is None and plain["scan_info"] is None

@@ -18,12 +18,20 @@ Geometry and its limits (read this before measuring anything in a viewer):
   spacing from the affine instead of falling back to "unknown orientation" defaults; the affine still
   carries spacing only.
 
+With a :class:`~bundle.geometry.ScanGeometry` (raw data that carries geometry) the affine is the scanner's instead:
+:meth:`~bundle.geometry.ScanGeometry.affine_ras` (the LPS affine ``[dx·read_dir, dy·phase_dir, dz·slice_dir, first
+voxel]`` with x and y negated), in both sform and qform (code 1, scanner). The slice direction is the file's, so the
+triple may be left-handed: the qform then has ``qfac = -1`` (``pixdim[0]``), which represents any orthonormal triple
+exactly. A stack whose slices are not parallel and equally spaced has no single affine and is refused
+(:func:`save_nifti` raises; the DICOM series states every slice on its own).
+
 :data:`DEFAULT_VOXEL_SIZES` and :data:`DEFAULT_FRAME_TIMES_MS` are nominal values for CMRxRecon2024-type
 protocols; pass the real values from the scanner headers whenever they are known.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -32,8 +40,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from bundle.errors import NonFiniteDataError, ShapeError
+from bundle.errors import CMRDataError, NonFiniteDataError, ShapeError
 from bundle.files import atomic_write
+from bundle.geometry import ScanGeometry
 
 __all__ = [
     "DEFAULT_VOXEL_SIZES",
@@ -46,6 +55,8 @@ __all__ = [
     "save_nifti",
     "load_nifti",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Nominal voxel sizes (dx, dy, dz) in mm per series stem. These are typical clinical CMR protocol values
 # (in-plane about 1.5 mm; slice thickness 8 mm for cine/aorta/tagging, thinner for mapping), NOT values
@@ -138,6 +149,7 @@ def save_nifti(
     frame_time: float = 1.0,
     time_unit: str = "msec",
     description: str | None = None,
+    geometry: ScanGeometry | None = None,
 ) -> Path:
     """Write a real magnitude volume as NIfTI-1 (``.nii.gz`` or ``.nii``), atomically.
 
@@ -149,9 +161,12 @@ def save_nifti(
         frame_time: spacing of the 4th axis in ``time_unit`` (``pixdim[4]``); ignored for 3-D volumes.
         time_unit: ``"msec"``, ``"sec"``, or ``"unknown"`` for a 4th axis that is not time (mapping contrasts).
         description: optional text for the header's ``descrip`` field (at most 80 characters).
+        geometry: the scanner geometry of the volume: the affine is then its RAS affine (voxel sizes included;
+            ``voxel_size`` is only checked against it). None: the nominal ``diag(dx, dy, dz, 1)``.
 
     Raises:
-        ShapeError: complex input, or not 2- to 4-D.
+        ShapeError: complex input, or not 2- to 4-D, or a volume that does not fit ``geometry``.
+        CMRDataError: ``geometry`` is not a regular stack (no single affine places its slices).
         NonFiniteDataError: NaN or Inf values.
     """
     dest = Path(path)
@@ -176,7 +191,14 @@ def save_nifti(
     if bad:
         raise NonFiniteDataError.at(dest, f"volume has {bad} NaN/Inf value(s); refusing to export it")
 
-    affine = np.diag([dx, dy, dz, 1.0])
+    affine = np.diag([dx, dy, dz, 1.0]) if geometry is None else _scanner_affine(dest, data.shape, geometry)
+    if geometry is not None and not np.allclose(np.linalg.norm(affine[:3, :3], axis=0), (dx, dy, dz), rtol=1e-3):
+        logger.warning(
+            "%s: voxel size %s replaced by the file's geometry %s",
+            dest,
+            (dx, dy, dz),
+            tuple(round(float(v), 4) for v in np.linalg.norm(affine[:3, :3], axis=0)),
+        )
     img = nib.Nifti1Image(data, affine)
     header = img.header
     header.set_data_dtype(np.float32)
@@ -191,6 +213,21 @@ def save_nifti(
         header["descrip"] = description.encode("ascii", "replace")[:80]
 
     return atomic_write(dest, lambda tmp: nib.save(img, tmp))
+
+
+def _scanner_affine(dest: Path, shape: tuple[int, ...], geometry: ScanGeometry) -> np.ndarray:
+    """The RAS affine of ``geometry`` for a volume of ``shape``, or a clear refusal naming ``dest``."""
+    if tuple(shape[:2]) != tuple(geometry.matrix) or shape[2] != geometry.nz:
+        raise ShapeError.at(
+            dest, f"volume {shape} does not fit its geometry (matrix {geometry.matrix}, {geometry.nz} slices)"
+        )
+    if not geometry.is_regular_stack:
+        raise CMRDataError.at(
+            dest,
+            f"the {geometry.nz} slices are not parallel and equally spaced, so no single NIfTI affine places them; "
+            "no NIfTI is written for this file (the DICOM series places every slice)",
+        )
+    return geometry.affine_ras()
 
 
 def load_nifti(path: str | os.PathLike) -> nib.Nifti1Image:

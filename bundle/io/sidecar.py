@@ -3,6 +3,12 @@
 Keys follow BIDS where BIDS has one (``Modality``, ``SeriesDescription``, ``ParallelReductionFactorInPlane``,
 ``InversionTime``, ``EchoTime`` in seconds, ``ImageComments``); the rest are this bundle's own and are described in
 ``docs/schema/nifti_sidecar.schema.json``, against which every sidecar is validated before it is written.
+
+For raw data that carries geometry the sidecar also names the scanner and the scan (:func:`scan_keys`: BIDS
+``Manufacturer``, ``ManufacturersModelName``, ``MagneticFieldStrength``, ``RepetitionTime``/``EchoTime``/
+``InversionTime`` in seconds, ``FlipAngle``, ``PatientPosition``, ``ProtocolName``; this bundle's ``RawFile``,
+``ScanSeriesDescription``) and the geometry itself (``Geometry: "scanner"``, ``ScanGeometry``). CMRxRecon sidecars
+are unchanged.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bundle.files import atomic_write
+from bundle.geometry import ScanGeometry
 from bundle.networks.pretrained import NETWORK_OVERLAY_NAME, read_network_overlay
 
 __all__ = [
     "NOT_FOR_DIAGNOSIS",
+    "SCANNER_GEOMETRY_NOTE",
     "SIDECAR_SCHEMA",
     "bundle_version",
     "describe",
@@ -28,6 +36,7 @@ __all__ = [
     "mapping_times",
     "model_info",
     "parse_sampling",
+    "scan_keys",
     "sidecar_path",
     "validate_sidecar",
     "write_sidecar",
@@ -127,6 +136,46 @@ def mapping_times(file: str | os.PathLike, series: str, frames: int) -> dict:
     return {key: [t / 1000.0 for t in times_ms], f"{key}Source": table.name}
 
 
+#: GeometryNote of outputs placed in the scanner's patient coordinates.
+SCANNER_GEOMETRY_NOTE = (
+    "scanner geometry from the raw file: the affine places every voxel in the patient (NIfTI RAS; DICOM LPS)"
+)
+_NOMINAL_GEOMETRY_NOTE = "no scanner geometry in the source data: R/A/S axis labels are not anatomical"
+
+
+def _seconds(value_ms):
+    """ms → s for a number or a list of numbers (None stays None)."""
+    if value_ms is None:
+        return None
+    if isinstance(value_ms, (list, tuple)):
+        return [float(v) / 1000.0 for v in value_ms]
+    return float(value_ms) / 1000.0
+
+
+def scan_keys(scan_info: Mapping | None) -> dict:
+    """Sidecar keys (BIDS names and units where BIDS has them) of the raw file's ``scan_info``; absent keys left out.
+
+    ``scan_info`` keys: ``vendor``, ``model``, ``field_strength_T``, ``TR_ms``, ``TE_ms``, ``TI_ms`` (ms, a number or
+    one per frame), ``flip_angle_deg``, ``patient_position``, ``protocol_name``, ``series_description``, ``raw_file``.
+    """
+    info = dict(scan_info or {})
+    keys = {
+        "Manufacturer": info.get("vendor"),
+        "ManufacturersModelName": info.get("model"),
+        "MagneticFieldStrength": info.get("field_strength_T"),
+        "RepetitionTime": _seconds(info.get("TR_ms")),
+        "EchoTime": _seconds(info.get("TE_ms")),
+        "InversionTime": _seconds(info.get("TI_ms")),
+        "FlipAngle": info.get("flip_angle_deg"),
+        "PatientPosition": info.get("patient_position"),
+        "ProtocolName": info.get("protocol_name"),
+        "ScanSeriesDescription": info.get("series_description"),
+        "RawFile": info.get("raw_file"),
+    }
+    numbers = ("MagneticFieldStrength", "FlipAngle")
+    return {k: (float(v) if k in numbers else v) for k, v in keys.items() if v is not None and v != ""}
+
+
 def sidecar_path(nifti_path: str | os.PathLike) -> Path:
     """``x.nii.gz`` / ``x.nii`` → ``x.json``."""
     path = Path(nifti_path)
@@ -168,8 +217,14 @@ def write_sidecar(
     model: Mapping,
     description: str,
     extra: Mapping | None = None,
+    geometry: ScanGeometry | None = None,
+    scan_info: Mapping | None = None,
 ) -> Path:
-    """Validate and write the JSON sidecar of ``nifti_path`` (atomically); returns its path."""
+    """Validate and write the JSON sidecar of ``nifti_path`` (atomically); returns its path.
+
+    ``geometry`` (raw data that carries it) adds ``Geometry: "scanner"``, the geometry record and the ``scan_info``
+    keys (:func:`scan_keys`); without it the sidecar is as for CMRxRecon files (nominal geometry, no scan keys).
+    """
     data = {
         "Modality": "MR",
         "SeriesDescription": description,
@@ -187,12 +242,18 @@ def write_sidecar(
         "FrameTime": None if frame_time is None else float(frame_time),
         "FrameTimeUnits": None if frame_time is None else "ms",
         "FrameTimeSource": frame_time_source,
-        "GeometryNote": "no scanner geometry in the source data: R/A/S axis labels are not anatomical",
+        "GeometryNote": _NOMINAL_GEOMETRY_NOTE if geometry is None else SCANNER_GEOMETRY_NOTE,
         "Model": dict(model),
         "BundleVersion": bundle_version(),
         "ImageComments": NOT_FOR_DIAGNOSIS,
-        **(dict(extra) if extra else {}),
     }
+    if geometry is not None:
+        # Through JSON: the record's tuples become the lists the schema checks.
+        record = json.loads(json.dumps(geometry.to_dict()))
+        data.update(scan_keys(scan_info), Geometry="scanner", ScanGeometry=record)
+        if geometry.patient_position:
+            data["PatientPosition"] = geometry.patient_position
+    data.update(dict(extra) if extra else {})
     dest = sidecar_path(nifti_path)
     validate_sidecar(data, dest)
     text = json.dumps(data, indent=2) + "\n"

@@ -8,7 +8,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from bundle.files import atomic_write
+from bundle.geometry import ScanGeometry
 from bundle.io.dicom import DicomSeriesWriter
 from bundle.io.nifti import MAPPING_SERIES, series_key
 from bundle.io.paths import derive_output_path, relative_input_path
@@ -89,8 +92,16 @@ class ExtraOutputs:
         voxel_override,
         frame_time: float,
         frame_time_override,
+        geometry: ScanGeometry | None = None,
+        scan_info: Mapping | None = None,
     ) -> dict:
-        """Everything the sidecar, the NIfTI ``descrip`` and the DICOM headers say about one reconstructed file."""
+        """Everything the sidecar, the NIfTI ``descrip`` and the DICOM headers say about one reconstructed file.
+
+        With ``geometry`` (raw data) the voxel size is the geometry's (a configured ``voxel_size`` does not apply),
+        the frame time the median step of its trigger times unless configured, and ``scan_info`` (see
+        :func:`bundle.io.sidecar.scan_keys`) is kept for the sidecar and the DICOM series; ``info["voxel"]`` is then
+        what to pass to ``save_nifti``.
+        """
 
         key = series_key(file) or series
         pattern, acceleration = meta.get("pattern") or None, meta.get("acceleration")
@@ -98,7 +109,8 @@ class ExtraOutputs:
             pattern, acceleration = parse_sampling(file)
         acceleration = None if acceleration is None else int(acceleration)
         rel = relative_input_path(file, self.dataset_dir)
-        patient = str(meta.get("patient") or next((p for p in rel.parts if p[:1] == "P" and p[1:].isdigit()), "P000"))
+        from_path = next((p for p in rel.parts if p[:1] == "P" and p[1:].isdigit()), "P000")
+        patient = str(meta.get("patient") or (scan_info or {}).get("patient_id") or from_path)
         if len(shape) == 3:
             fourth, step, step_source = None, None, None
         elif key in MAPPING_SERIES:
@@ -115,8 +127,19 @@ class ExtraOutputs:
             if voxel_override is not None
             else f"nominal default for {key} (bundle.io.nifti.DEFAULT_VOXEL_SIZES); the .mat files carry no spacing"
         )
+        if geometry is not None:
+            dx, dy = geometry.pixel_spacing
+            voxel = (dx, dy, geometry.slice_spacing or geometry.slice_thickness)
+            voxel_source = "the raw file's geometry (recon field of view / recon matrix; slice spacing)"
+            triggers = geometry.trigger_times_ms
+            if fourth == "time" and frame_time_override is None and triggers and len(triggers) == shape[3] > 1:
+                step = float(np.median(np.diff(triggers)))
+                step_source = "the raw file's trigger times (median step)"
+            scan_info = {"raw_file": Path(file).name, **dict(scan_info or {})}
         times = mapping_times(file, key, shape[3]) if fourth == "contrast index" else {}
         return {
+            "geometry": geometry,
+            "scan_info": scan_info if geometry is not None else None,
             "description": describe("HyperCMR PromptMR", pattern, acceleration),
             "patient": patient,
             "voxel": [float(v) for v in voxel],
@@ -138,14 +161,27 @@ class ExtraOutputs:
             ),
         }
 
-    def write_sidecar(self, nifti_path, info: Mapping) -> Path:
-
+    def write_sidecar(
+        self, nifti_path, info: Mapping, geometry: ScanGeometry | None = None, scan_info: Mapping | None = None
+    ) -> Path:
+        """The sidecar of ``nifti_path``; ``geometry``/``scan_info`` default to those given to :meth:`describe`."""
         return write_sidecar(
-            nifti_path, model=self.model, description=info["description"], extra=info["times"], **info["sidecar"]
+            nifti_path,
+            model=self.model,
+            description=info["description"],
+            extra=info["times"],
+            geometry=geometry if geometry is not None else info.get("geometry"),
+            scan_info=scan_info if scan_info is not None else info.get("scan_info"),
+            **info["sidecar"],
         )
 
-    def write_dicom(self, file: str, image, info: Mapping) -> list[Path]:
-        """The DICOM series of ``file`` (nothing unless ``write_dicom``); the completion marker is written last."""
+    def write_dicom(
+        self, file: str, image, info: Mapping, geometry: ScanGeometry | None = None, scan_info: Mapping | None = None
+    ) -> list[Path]:
+        """The DICOM series of ``file`` (nothing unless ``write_dicom``); the completion marker is written last.
+
+        ``geometry``/``scan_info`` default to those given to :meth:`describe`.
+        """
         if not self.write_dicom_series:
             return []
 
@@ -161,6 +197,8 @@ class ExtraOutputs:
             frame_time=info["frame_time"],
             series_number=len(self.rows) + 1,
             contrast_times=info["times"],
+            geometry=geometry if geometry is not None else info.get("geometry"),
+            scan_info=scan_info if scan_info is not None else info.get("scan_info"),
         )
         marker = atomic_write(folder / _DONE, lambda tmp: Path(tmp).write_text(f"{len(paths)} instances\n"))
         return [*paths, marker]
