@@ -30,9 +30,13 @@ import h5py
 import numpy as np
 import scipy.io
 
+from bundle.data.demo import series_kspace
 from bundle.data.layout import TASKS_2025
+from bundle.data.layout import release as get_release
 from bundle.errors import CMRDataError
-from bundle.metrics import official_adjusted_means, official_scores
+from bundle.io.submission import save_submission
+from bundle.metrics import matlab_shape, official_adjusted_means, official_scores, run4ranking
+from bundle.mri import ifft2c_np
 
 __all__ = [
     "MODALITIES_2025",
@@ -44,6 +48,8 @@ __all__ = [
     "score_2023",
     "write_results",
     "summary_table",
+    "ground_truth_path",
+    "write_demo_ground_truth",
 ]
 
 #: The modality folders Val_Score2025.py globs, in its order.
@@ -454,3 +460,60 @@ def summary_table(results: Mapping) -> str:
         lines.append(f"== {task} ==")
         lines += [f"{k:<{width}}  {'' if v is None else v}" for k, v in res["summary"].items()]
     return "\n".join(lines)
+
+
+def ground_truth_path(kus_path: str | os.PathLike, gt_root: str | os.PathLike, release: str) -> Path:
+    """Where the scorer of ``release`` looks for the GT of one undersampled file of a dataset tree.
+
+    2025: ``<Task>/MultiCoil/<Mod>/<Set>/FullSample_<Task>/<C>/<V>/<P>/<series>.mat``; 2024 (the submission
+    layout): ``Task<k>/<Mod>/<Set>/Task<k>/<P>/<series>_kus_<mask>.mat``; 2023:
+    ``<Mod>/MultiCoil/<Mod>/<Set>/AccFactor<RR>/<P>/<series>.mat``.
+    """
+    rel = get_release(str(release))
+    sub = rel.submission_path(kus_path, Path("/"))
+    parts = sub.parts[1:]
+    if rel.name == "2025":
+        task, multicoil, modality, subset, _, center, vendor, patient, name = parts
+        stem = name.split("_kus_")[0]
+        return Path(
+            gt_root, task, multicoil, modality, subset, f"FullSample_{task}", center, vendor, patient, stem + ".mat"
+        )
+    if rel.name == "2024":
+        return Path(gt_root, *parts)
+    _, modality, subset, acc, patient, name = parts
+    return Path(gt_root, modality, "MultiCoil", modality, subset, acc, patient, name)
+
+
+def _demo_kus_files(root: Path, release: str) -> list[Path]:
+    if release == "2025":
+        return sorted(root.glob("ChallengeData_ValSet/*/MultiCoil/*/ValidationSet/UnderSample_*/*/*/*/*_kus_*.mat"))
+    if release == "2024":
+        return sorted(root.glob("ChallengeData/MultiCoil/*/ValidationSet/UnderSample_Task*/*/*_kus_*.mat"))
+    files = root.glob("ChallengeData/MultiCoil/*/ValidationSet/AccFactor*/*/*.mat")
+    return sorted(p for p in files if not p.stem.endswith("_mask"))
+
+
+def write_demo_ground_truth(
+    root: str | os.PathLike, gt_root: str | os.PathLike, layout: str, seed: int = 0, size: str | float = "small"
+) -> list[Path]:
+    """Write the GT ``img4ranking`` of every validation file of a demo tree, in the layout its scorer reads.
+
+    The demo's fully sampled validation k-space is regenerated (:func:`bundle.data.demo.series_kspace`, same
+    ``seed``, ``size`` and ``layout`` as the tree); each GT is run4Ranking of its coil images, MATLAB-shaped for
+    2025, written as MAT v5 at :func:`ground_truth_path`. The demo tree itself is not touched.
+    """
+    rel = get_release(str(layout))
+    kus_files = _demo_kus_files(Path(root), rel.name)
+    if not kus_files:
+        raise CMRDataError.at(root, f"holds no CMRxRecon{rel.name} demo validation files")
+    written = []
+    for kus in kus_files:
+        stem = kus.name.split("_kus_")[0] if "_kus_" in kus.name else kus.stem
+        patient = "/".join(kus.parts[-4:-1]) if rel.name == "2025" else kus.parent.name
+        kspace = series_kspace(stem, patient, "ValidationSet", seed=seed, size=size, layout=rel.name)
+        coil_images = ifft2c_np(kspace).transpose()  # h5py order -> MATLAB (nx, ny, nc, nz[, nt])
+        img = run4ranking(coil_images, stem)
+        if rel.matlab_shaped_submission:
+            img = matlab_shape(img)
+        written.append(save_submission(ground_truth_path(kus, gt_root, rel.name), img))
+    return written
