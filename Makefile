@@ -34,7 +34,7 @@ demo-data: $(STAMP)
 train: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) -m monai.bundle run training \
 		--config_file "['configs/train.yaml','configs/demo.yaml']"
-	-PYTHONPATH=$(CURDIR) $(PY) scripts/demo_figures.py --runs runs/train
+	PYTHONPATH=$(CURDIR) $(PY) scripts/demo_figures.py --runs runs/train --report
 
 evaluate: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) -m monai.bundle run evaluating \

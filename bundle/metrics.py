@@ -53,8 +53,8 @@ _DESCRIPTIONS = {
     "data_range = max(ref'); ref = submission for 4-D arrays, GT for 3-D (calmetric(gt, recon) quirk) "
     "(CmrxRecon/CMRxRecon2025-snippets evaluation-2024/Evaluation.py)",
     "2025": "2025: each |image| / its 99.5th percentile, no clipping, left as is if 0; skimage PSNR and SSIM "
-    "(7x7 uniform), data_range = max(ref'); ref = submission for 4-D arrays, GT for 3-D (calmetric(gt, recon) "
-    "quirk) (CmrxRecon/CMRxRecon2025-snippets evaluation-2025/Evaluation.py)",
+    "(7x7 uniform), data_range = max(ref'); ref = submission for 4-D arrays, GT for 3-D and 2-D (calmetric(gt, "
+    "recon) quirk) (CmrxRecon/CMRxRecon2025-snippets evaluation-2025/Evaluation.py, commit deecc8e)",
 }
 
 
@@ -282,9 +282,11 @@ def official_scores(recon: np.ndarray, target: np.ndarray, release: str | int) -
       **submission** for 4-D arrays and the GT for 3-D arrays;
     * a file's score is the plain ``np.mean`` over its images (NaN propagates).
 
-    A 2-D array, which MATLAB writes for ``(x, y, 1)``, makes every official scorer fail (its 3-D branch indexes
-    ``[:, :, j]``), so it is refused here with a ValueError. So is a shape mismatch (the official scripts drop
-    such a file as unscored, see :func:`official_adjusted_means`).
+    A 2-D array, which MATLAB writes for ``(x, y, 1)`` (one slice, one frame): the 2025 scorer since commit
+    deecc8e ("TaskS1 and TaskS2 evaluation support", June 2025) has a 2-D branch that scores it as one image,
+    both normalised, GT the reference. The 2023 and 2024 scorers (and the first 2025 upload, 60dd0ca) fail on
+    it (their 3-D branch indexes ``[:, :, j]``), so for them it is refused here with a ValueError. So is a shape
+    mismatch (the official scripts drop such a file as unscored, see :func:`official_adjusted_means`).
 
     Returns:
         ``{"ssim", "psnr", "nmse"}``: float64 arrays ``(n_images,)`` in the official loop order;
@@ -301,14 +303,18 @@ def official_scores(recon: np.ndarray, target: np.ndarray, release: str | int) -
     for label, arr in (("recon", pred), ("target", gt)):
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise ValueError(f"{label} must be a real image array (img4ranking), got dtype {arr.dtype}")
-    if gt.ndim == 2:
+    if gt.ndim == 2 and name != "2025":
         raise ValueError(
             f"a 2-D img4ranking {gt.shape} cannot be scored: the official {name} scorer indexes [:, :, j] in its "
             "3-D branch and fails with an IndexError on 2-D arrays"
         )
-    if gt.ndim not in (3, 4) or 0 in gt.shape:
+    if gt.ndim not in (2, 3, 4) or 0 in gt.shape:
         raise ValueError(f"img4ranking must be (x, y, n) or (x, y, slices, frames), got shape {gt.shape}")
-    if gt.ndim == 4:
+    if gt.ndim == 2:  # the 2-D branch of the 2025 scorer (deecc8e): one image, GT the reference
+        grid = (1, 1)
+        planes = [(pred, gt)]
+        recon_is_ref = False
+    elif gt.ndim == 4:
         grid = gt.shape[2:]
         planes = [(pred[:, :, i, j], gt[:, :, i, j]) for i in range(grid[0]) for j in range(grid[1])]
         recon_is_ref = recon_is_ref_4d

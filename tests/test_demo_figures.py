@@ -51,3 +51,25 @@ def test_a_folder_without_events_is_a_usage_error(tmp_path, capsys):
 def test_both_readmes_show_the_same_demo_figures():
     tables = [current_table(REPO / "README.md"), current_table(REPO / "docs" / "README.md")]
     assert tables[0] == tables[1] and "reconstruction after epoch 6" in tables[0]
+
+
+def test_each_precision_is_compared_with_its_own_table_within_the_tolerance(tmp_path, capsys):
+    runs = _events(tmp_path / "runs")  # last epoch: SSIM 0.958, PSNR 28.90, NMSE 0.0226
+    bf16 = "| reconstruction after epoch 6 | **0.9700** | **30.00** | **0.0100** |"
+    fp32 = "| reconstruction after epoch 6 | **0.9560** | **28.70** | **0.0250** |"  # within 0.003 / 0.3 / 0.003
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"{BEGIN}\n| | SSIM |\n|---|---|\n{bf16}\n{END}\n"
+        f"<!-- demo figures fp32 -->\n| | SSIM |\n|---|---|\n{fp32}\n<!-- end demo figures fp32 -->\n"
+    )
+    args = ["--runs", str(runs), "--docs", str(readme)]
+    assert main([*args, "--precision", "fp32"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("demo reproduced: the fp32 figures") and "limit 0.3" in out[0]
+    assert main([*args, "--precision", "bf16"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("demo not reproduced: the bf16 figures") and "SSIM 0.9580 vs 0.9700 (-0.0120" in err
+    assert main([*args, "--precision", "bf16", "--report"]) == 0  # make train: the verdict, no failure
+    # --write touches only the table of the run's precision.
+    assert main([*args, "--precision", "fp32", "--write"]) == 0
+    assert bf16 in current_table(readme) and "epoch 3" in current_table(readme, "fp32")

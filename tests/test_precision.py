@@ -22,6 +22,23 @@ def test_cpu_precision_follows_native_bf16(monkeypatch, amp, native, expected):
     assert p.dtype == expected and p.device_type == "cpu" and not p.grad_scaler
 
 
+@pytest.mark.parametrize(
+    ("amp", "native", "line"),
+    [
+        ("auto", False, "precision: fp32 (this CPU has no native bf16: AVX512_BF16/AMX_BF16 not found)"),
+        ("auto", True, "precision: bf16 (this CPU has native bf16"),
+        ("cuda", True, "precision: fp32 (amp: cuda autocasts on GPUs only; this run is on cpu)"),
+        (False, True, "precision: fp32 (amp is off)"),
+    ],
+)
+def test_resolved_precision_is_logged_with_its_reason_in_one_line(monkeypatch, caplog, amp, native, line):
+    monkeypatch.setattr(precision_mod, "cpu_has_native_bf16", lambda: native)
+    with caplog.at_level("INFO", logger="bundle.workflows.precision"):
+        resolve_precision(amp, "auto", "cpu")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("precision: ")]
+    assert len(lines) == 1 and lines[0].startswith(line)
+
+
 def test_cuda_precision_prefers_bf16_and_scales_only_fp16(monkeypatch):
     # The CUDA branches, emulated on the CPU.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -115,7 +115,7 @@ class Precision:
 
 
 def resolve_precision(amp="auto", amp_dtype="auto", device="cpu") -> Precision:
-    """Decide the autocast dtype.
+    """Decide the autocast dtype, and log it with the reason in one line (``precision: fp32 (...)``).
 
     * ``amp`` false: fp32.
     * ``amp`` cuda (the inference and evaluation default): as auto on CUDA, fp32 on every other device.
@@ -126,27 +126,38 @@ def resolve_precision(amp="auto", amp_dtype="auto", device="cpu") -> Precision:
 
     ``amp_dtype`` (auto, bf16, fp16 or a torch dtype) overrides the dtype choice where ``amp`` is on.
     """
+    precision, reason = _resolve(amp, amp_dtype, device)
+    logger.info("precision: %s (%s)", precision.name, reason)
+    return precision
+
+
+def _resolve(amp, amp_dtype, device) -> tuple[Precision, str]:
     switch = _parse_switch(amp)
     dtype = _parse_dtype(amp_dtype)
     device_type = torch.device(device).type
-    if switch is False or (switch == "cuda" and device_type != "cuda"):
-        return Precision(device_type)
+    if switch is False:
+        return Precision(device_type), "amp is off"
+    if switch == "cuda" and device_type != "cuda":
+        return Precision(device_type), f"amp: cuda autocasts on GPUs only; this run is on {device_type}"
     if device_type == "cuda":
-        if dtype is None:
-            dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
-        return Precision(device_type, dtype)
+        if dtype is not None:
+            return Precision(device_type, dtype), "amp_dtype set in the config"
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return Precision(device_type, torch.bfloat16), "this GPU supports bf16"
+        return Precision(device_type, torch.float16), "this GPU has no bf16: fp16 with loss scaling"
     if device_type == "cpu":
         if dtype == torch.float16:
             raise ValueError("amp_dtype fp16 needs a CUDA device; use bf16 (or amp false) on the CPU")
         native = cpu_has_native_bf16()
         if switch == "auto" and not native:
-            return Precision(device_type)
+            return Precision(device_type), "this CPU has no native bf16: AVX512_BF16/AMX_BF16 not found"
         if not native:
             logger.warning("amp is on, but this CPU has no native bf16: autocast is emulated and likely slower")
-        return Precision(device_type, torch.bfloat16)
+            return Precision(device_type, torch.bfloat16), "amp: true on a CPU without native bf16 (emulated)"
+        return Precision(device_type, torch.bfloat16), "this CPU has native bf16 (AVX512_BF16 or AMX_BF16)"
     if switch is True and dtype is not None:
-        return Precision(device_type, dtype)
-    return Precision(device_type)
+        return Precision(device_type, dtype), f"amp: true and amp_dtype set, on {device_type}"
+    return Precision(device_type), f"no autocast rule for {device_type} with amp: {amp}"
 
 
 class AutocastInferer(SimpleInferer):
