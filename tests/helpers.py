@@ -324,3 +324,33 @@ def make_kspace(b: int, coils: int, mask: torch.Tensor, h: int = H, w: int = W, 
     g = torch.Generator().manual_seed(seed)
     k = torch.randn(b, F, coils, h, w, dtype=torch.complex64, generator=g)
     return (k * mask.unsqueeze(2)).reshape(b, F * coils, h, w)
+
+
+# --------------------------------------------------------------------------------------------------- ISMRMRD
+
+#: Tiny phantom sizes for ISMRMRD reader tests (recon matrix 32 x 24, readout 2x oversampled).
+RAW_TINY = {"nx": 32, "ny": 24, "nc": 3, "nz": 2, "nt": 4}
+
+
+def edit_ismrmrd_xml(path, edit, group: str = "dataset") -> None:
+    """Replace the XML header of ``group`` of an ISMRMRD file by ``edit(xml_text)``."""
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        xml = f[group]["xml"][0]
+        xml = xml.decode() if isinstance(xml, bytes) else xml
+        del f[group]["xml"]
+        ds = f[group].create_dataset("xml", shape=(1,), dtype=h5py.special_dtype(vlen=bytes))
+        ds[0] = edit(xml).encode()
+
+
+def edit_ismrmrd_readouts(path, edit, group: str = "dataset") -> None:
+    """Rewrite the readout table of ``group``: ``edit(records)`` gets the structured array (fields head, traj,
+    data) and returns the records to store (edited in place, or a subset)."""
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        records = f[group]["data"][:]
+        records = edit(records)
+        del f[group]["data"]
+        f[group].create_dataset("data", data=records, maxshape=(None,), chunks=True)

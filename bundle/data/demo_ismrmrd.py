@@ -450,3 +450,36 @@ def write_ismrmrd_phantom(
         images=obj.astype(np.complex64),
         series=others,
     )
+
+
+#: The files of :func:`make_ismrmrd_demo`: patient folder, file name, writer options.
+DEMO_FILES = (
+    ("P001", "cine_sax_fully_sampled.h5", {"nc": 6, "nz": 3, "nt": 12, "noise_readouts": 64}),
+    ("P001", "cine_sax_R4.h5", {"nc": 6, "nz": 3, "nt": 12, "acceleration": 4, "acs": 8, "noise_readouts": 64}),
+    ("P002", "cine_lax_oblique.h5", {"series": "cine_lax", "nc": 4, "nz": 2, "nt": 10, "oblique": True}),
+    ("P002", "cine_sax_asymmetric_echo.h5", {"nc": 4, "nz": 2, "nt": 10, "asymmetric_echo": 0.8, "shuffle": True}),
+    ("P003", "T1map.h5", {"series": "T1map", "nc": 8, "nz": 2, "nt": 9, "noise_readouts": 64}),
+)
+DEMO_MARKER = "DEMO_DATASET.txt"
+
+
+def make_ismrmrd_demo(root: str | os.PathLike, *, seed: int = 0, overwrite: bool = False) -> list[Path]:
+    """Write the small demo folder of ISMRMRD files, ``<root>/<patient>/<series>.h5`` (see :data:`DEMO_FILES`).
+
+    Recon matrix 64 x 48 (readout 2x oversampled), 4-8 coils, 2-3 slices, 9-12 frames; about 33 MB in all.
+    Each file gets its own seed (``seed`` + its position). Existing files are an error unless ``overwrite``.
+    Returns the paths written.
+    """
+    root = Path(root)
+    targets = [root / patient / name for patient, name, _ in DEMO_FILES]
+    existing = [p for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; pass overwrite=True (--overwrite) to replace the demo files")
+    for n, ((patient, name, options), target) in enumerate(zip(DEMO_FILES, targets, strict=True)):
+        protocol = f"{Path(name).stem}"
+        write_ismrmrd_phantom(target, seed=seed + n, patient_id=patient, protocol_name=protocol, **options)
+    (root / DEMO_MARKER).write_text(
+        "SYNTHETIC DATA. Numerical phantom written as ISMRMRD (MRD v1 HDF5) raw data by\n"
+        "bundle.data.demo_ismrmrd.make_ismrmrd_demo, for demos and tests only.\nlayout: ismrmrd\n"
+    )
+    return targets

@@ -19,6 +19,7 @@ Conventions (``docs/design.md``, "Scanner raw data (ISMRMRD)"):
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -32,8 +33,9 @@ from collections.abc import Sequence
 
 import h5py
 import numpy as np
-from ismrmrd.xsd import CreateFromDocument, ismrmrdHeader
+from ismrmrd.xsd import ismrmrdHeader
 from xsdata.exceptions import ParserError
+from xsdata.formats.dataclass.context import XmlContext
 from xsdata.formats.dataclass.parsers import XmlParser
 from xsdata.formats.dataclass.parsers.config import ParserConfig
 
@@ -106,7 +108,20 @@ _SIEMENS_TICK_MS = 2.5  # physiology time stamps of Siemens scanners count 2.5 m
 _SPLIT_DIMS = ("contrast", "set", "repetition", "phase")
 _DIM_SHORT = {"contrast": "contrast", "set": "set", "repetition": "rep", "phase": "phase"}
 _MAPPING_AXES = ("contrast", "set", "repetition")
-_NOISE_LOGGED: set[str] = set()
+_LOGGED: set[tuple[str, str]] = set()
+# One parser per strictness, sharing one binding context: building the context costs ~40 ms per header otherwise
+# (ismrmrd.xsd.CreateFromDocument makes a new one per call). Strict is CreateFromDocument's own setting.
+_CONTEXT = XmlContext()
+_STRICT = XmlParser(config=ParserConfig(fail_on_unknown_properties=True), context=_CONTEXT)
+_LENIENT = XmlParser(config=ParserConfig(fail_on_unknown_properties=False), context=_CONTEXT)
+
+
+def _log_once(level: int, path: str, message: str, *args) -> None:
+    """Log ``path: message`` once per process: a file is scanned by the index and again by each reader."""
+    text = message % args if args else message
+    if (path, text) not in _LOGGED:
+        _LOGGED.add((path, text))
+        logger.log(level, "%s: %s", path, text)
 
 # --------------------------------------------------------------------------------------------------- files
 
@@ -198,11 +213,8 @@ def _parse_header(path: str, xml: str, heads: np.ndarray) -> tuple[object, list[
     repairs: list[str] = []
     for _ in range(4):
         try:
-            if any(r.startswith("unknown") for r in repairs):
-                parser = XmlParser(config=ParserConfig(fail_on_unknown_properties=False))
-                hdr = parser.from_string(xml, ismrmrdHeader)
-            else:
-                hdr = CreateFromDocument(xml)
+            lenient = any(r.startswith("unknown") for r in repairs)
+            hdr = (_LENIENT if lenient else _STRICT).from_string(xml, ismrmrdHeader)
             break
         except ParserError as err:
             msg = str(err)
@@ -234,7 +246,7 @@ def _parse_header(path: str, xml: str, heads: np.ndarray) -> tuple[object, list[
     else:  # pragma: no cover - every branch above either breaks, continues once per repair, or raises
         raise RawDataError.at(path, "the XML header cannot be repaired")
     for r in repairs:
-        logger.warning("%s: XML header repaired: %s", path, r)
+        _log_once(logging.WARNING, path, "XML header repaired: %s", r)
     return hdr, repairs
 
 
@@ -308,10 +320,11 @@ def _name_and_type(path: str, protocol: str | None, description: str | None, for
         return forced, layout_series_type(forced)
     if found is None:
         fallback = re.sub(r"\W+", "_", protocol or description or stem).strip("_") or "series"
-        logger.info(
-            "%s: protocolName %r / seriesDescription %r name no known series; indexed as %r (%s); set "
-            "series_type to state the type",
+        _log_once(
+            logging.INFO,
             path,
+            "protocolName %r / seriesDescription %r name no known series; indexed as %r (%s); set "
+            "series_type to state the type",
             protocol,
             description,
             fallback,
@@ -474,7 +487,7 @@ def _partial_fourier_centre(path: str, vendor: str | None, heads: np.ndarray, ce
     user5 = heads["idx"]["user"][:, 5]
     value = int(user5[0])
     if value > 0 and (user5 == value).all() and value != centre and lo <= value <= hi:
-        logger.info("%s: k-space centre line %d from idx.user[5] (the header says %d)", path, value, centre)
+        _log_once(logging.INFO, path, "k-space centre line %d from idx.user[5] (the header says %d)", value, centre)
         return value
     return centre
 
@@ -531,7 +544,7 @@ def _scan_group(path: str, f: h5py.File, group: str, forced_type: str | None) ->
     flags = heads["flags"]
     other_space = heads["encoding_space_ref"] != 0
     if other_space.any():
-        logger.warning("%s: %d readouts of encoding spaces other than 0 are ignored", path, int(other_space.sum()))
+        _log_once(logging.WARNING, path, "%d readouts of encoding spaces other than 0 are ignored", int(other_space.sum()))
     noise = _has(flags, _NOISE)
     dropped = (_has(flags, _DROPPED) | other_space) & ~noise
     calib = _has(flags, _CALIB) & ~_has(flags, _CALIB_AND_IMAGING) & ~noise & ~dropped
@@ -592,7 +605,7 @@ def _scan_group(path: str, f: h5py.File, group: str, forced_type: str | None) ->
         centre = int(limits.center)
     else:
         centre = ny_enc // 2
-        logger.warning("%s: no kspace_encoding_step_1 limits in the header; centre line taken as %d", path, centre)
+        _log_once(logging.WARNING, path, "no kspace_encoding_step_1 limits in the header; centre line taken as %d", centre)
     centre = _partial_fourier_centre(path, vendor, heads[data], centre, int(ky[data].min()), int(ky[data].max()))
     row = ky - centre + ny_enc // 2
     outside = used & ((row < 0) | (row >= ny_enc))
@@ -659,12 +672,12 @@ def _scan_group(path: str, f: h5py.File, group: str, forced_type: str | None) ->
         pf_rows = _partial_fourier_rows(lines.any(axis=(0, 1)))
         frame_lines = lines.all(axis=0)  # (nt, ny_enc): lines every slice has
         if not (lines == lines[:1]).all():
-            logger.warning("%s: slices sample different lines; the mask keeps the lines every slice has", path)
+            _log_once(logging.WARNING, path, "slices sample different lines; the mask keeps the lines every slice has")
         fully_enc = bool((frame_lines | pf_rows).all())
         phase_os = abs(es.fieldOfView_mm.y / rs.fieldOfView_mm.y - 1) >= 0.01
         keep_y = phase_os and not fully_enc
         if keep_y:
-            logger.info("%s: undersampled with phase oversampling: the encoded field of view along y is kept", path)
+            _log_once(logging.INFO, path, "undersampled with phase oversampling: the encoded field of view along y is kept")
         x = _axis(path, "x (readout)", nx_enc, es.fieldOfView_mm.x, int(rs.matrixSize.x), rs.fieldOfView_mm.x, False)
         y = _axis(path, "y (phase)", ny_enc, es.fieldOfView_mm.y, int(rs.matrixSize.y), rs.fieldOfView_mm.y, keep_y)
         nx, ny = x.n_out, y.n_out
@@ -794,13 +807,46 @@ def _pick_group(path: str, f: h5py.File, group: str | None) -> str:
     return group
 
 
+def _stat_key(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise RawDataError.at(path, "no such file" if isinstance(err, FileNotFoundError) else f"cannot read ({err})") \
+            from err
+    return st.st_mtime_ns, st.st_size
+
+
+# Reading plans by (path, mtime, size, group, series type): the index scans a file and every reader of it needs the
+# plan of the same headers; a changed file (mtime, size) is scanned again.
+_PLANS: collections.OrderedDict[tuple, dict[str | None, _Plan]] = collections.OrderedDict()
+_PLANS_MAX = 64
+
+
+def _remember(key: tuple, plans: dict[str | None, _Plan]) -> None:
+    _PLANS[key] = plans
+    _PLANS.move_to_end(key)
+    while len(_PLANS) > _PLANS_MAX:
+        _PLANS.popitem(last=False)
+
+
 def _scan(path: str, group: str | None, series_type: str | None) -> list[tuple[RawSeries, _Plan]]:
+    stamp = _stat_key(path)
     with _open(path) as f:
         try:
             chosen = _pick_group(path, f, group)
-            return _scan_group(path, f, chosen, series_type)
+            found = _scan_group(path, f, chosen, series_type)
         except OSError as err:
             raise RawDataError.at(path, f"truncated or corrupt HDF5 file ({err})") from err
+    if found:
+        _remember((path, *stamp, chosen, found[0][0].series_type), {s.entry: plan for s, plan in found})
+    return found
+
+
+def _plans(path: str, group: str, series_type: str) -> dict[str | None, _Plan]:
+    key = (path, *_stat_key(path), group, series_type)
+    if key not in _PLANS:
+        _scan(path, group, series_type)
+    return _PLANS[key]
 
 
 def scan_raw_file(
@@ -850,11 +896,6 @@ def _resample(k: np.ndarray, axis: int, a: _Axis) -> np.ndarray:
     return out
 
 
-@functools.lru_cache(maxsize=32)
-def _cached_plans(path: str, mtime: float, size: int, group: str | None, series_type: str | None):
-    return {s.entry: plan for s, plan in _scan(path, group, series_type)}
-
-
 class RawSliceReader:
     """Per-slice reader of one :class:`RawSeries`, compatible with :class:`bundle.data.matio.MatSliceReader`.
 
@@ -899,11 +940,7 @@ class RawSliceReader:
         if self._pid != os.getpid():
             self._file = None  # never reuse a handle inherited through fork
             self._whitening = None
-            try:
-                st = os.stat(self.path)
-            except OSError as err:
-                raise RawDataError.at(self.path, f"cannot open the file ({err})") from err
-            plans = _cached_plans(self.path, st.st_mtime, st.st_size, self.group, self._series_type)
+            plans = _plans(self.path, self.group, self._series_type)
             if self.entry not in plans:
                 raise RawDataError.at(self.path, f"no series {self.key!r} in the file any more (it changed on disk)")
             self._plan = plans[self.entry]
@@ -924,9 +961,10 @@ class RawSliceReader:
     def _compute_whitening(self, plan: _Plan) -> np.ndarray:
         rows = self._read_records(plan.noise_group, plan.noise_index)
         samples = np.concatenate([r.view(np.complex64).reshape(plan.nc, -1) for r in rows], axis=1)
+        samples = samples.astype(np.complex128)
         cov = samples @ samples.conj().T / samples.shape[1]
         try:
-            chol = np.linalg.cholesky(cov.astype(np.complex128))
+            chol = np.linalg.cholesky(cov)
         except np.linalg.LinAlgError as err:
             raise RawDataError.at(
                 self.path,
@@ -935,16 +973,15 @@ class RawSliceReader:
             ) from err
         scale = math.sqrt(plan.data_dwell_us / plan.noise_dwell_us) if plan.noise_dwell_us > 0 else 1.0
         w = (np.linalg.inv(chol) * scale).astype(np.complex64)
-        if self.path not in _NOISE_LOGGED:
-            _NOISE_LOGGED.add(self.path)
-            logger.info(
-                "%s: prewhitening from %d noise readouts (%s, dwell %.3g/%.3g us)",
-                self.path,
-                plan.noise_index.size,
-                plan.noise_group,
-                plan.data_dwell_us,
-                plan.noise_dwell_us,
-            )
+        _log_once(
+            logging.INFO,
+            self.path,
+            "prewhitening from %d noise readouts (%s, dwell %.3g/%.3g us)",
+            plan.noise_index.size,
+            plan.noise_group,
+            plan.data_dwell_us,
+            plan.noise_dwell_us,
+        )
         return w
 
     # ----------------------------------------------------------------------------------------- reading
