@@ -26,6 +26,7 @@ __all__ = [
     "EmptySliceError",
     "EmptyDatasetError",
     "UnsafePathError",
+    "RawDataError",
     "find_bundle_error",
     "install_excepthook",
 ]
@@ -89,6 +90,10 @@ class EmptyDatasetError(CMRDataError):
 
 class UnsafePathError(CMRDataError):
     """An output path would escape its folder or overwrite an input."""
+
+
+class RawDataError(CMRDataError):
+    """A scanner raw-data file (ISMRMRD) cannot be read, or holds data the bundle does not support."""
 
 
 class CheckpointError(BundleError):

@@ -3,10 +3,13 @@
 Usage, from the repository root (no installation needed)::
 
     python scripts/make_demo_data.py --root data/demo [--seed 0] [--size small|medium|real|<scale>]
-        [--layout 2024|2023] [--overwrite]
+        [--layout 2024|2023|2025|ismrmrd] [--overwrite]
 
 The tree goes to ``<root>/ChallengeData/MultiCoil``; ``<root>/DEMO_DATASET.txt`` marks it as synthetic.
 ``--layout 2023`` writes the CMRxRecon2023 layout (Cine and Mapping, ``AccFactor04/08/10`` folders).
+``--layout ismrmrd`` writes scanner raw data instead: ``<root>/<patient>/<series>.h5`` ISMRMRD files (fully
+sampled and R=4 cine with 2x readout oversampling and noise readouts, an oblique one, an asymmetric echo, a T1
+map); ``--size`` and the patient counts do not apply to it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bundle.data.demo import SIZES, make_demo_dataset  # noqa: E402
+from bundle.data.demo_ismrmrd import make_ismrmrd_demo  # noqa: E402
 from bundle.data.index import LAYOUTS  # noqa: E402
 
 
@@ -49,9 +53,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--val-patients", type=int, default=None, help="override the number of validation patients")
     parser.add_argument(
         "--layout",
-        choices=LAYOUTS,
+        choices=(*LAYOUTS, "ismrmrd"),
         default="2024",
-        help="challenge release whose folder layout and variable names to write (default 2024)",
+        help="challenge release whose folder layout and variable names to write (default 2024), or ismrmrd for a "
+        "folder of synthetic scanner raw data",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing <root>/ChallengeData")
     return parser.parse_args(argv)
@@ -60,6 +65,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     start = time.perf_counter()
+    if args.layout == "ismrmrd":
+        try:
+            files = make_ismrmrd_demo(args.root, seed=args.seed, overwrite=args.overwrite)
+        except (FileExistsError, NotADirectoryError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        total = sum(p.stat().st_size for p in files)
+        print(f"wrote {args.root}")
+        print(
+            f"{len(files)} ISMRMRD files, {total / 1e6:.1f} MB, in {time.perf_counter() - start:.1f} s "
+            f"(seed {args.seed}, layout ismrmrd)"
+        )
+        return 0
     try:
         out = make_demo_dataset(
             args.root,

@@ -363,3 +363,33 @@ def dicom_pixel_lps(ds, row: float, column: float) -> np.ndarray:
     row_spacing, column_spacing = (float(v) for v in ds.PixelSpacing)
     ipp = np.array([float(v) for v in ds.ImagePositionPatient])
     return ipp + column * column_spacing * along_row + row * row_spacing * along_column
+
+
+# --------------------------------------------------------------------------------------------------- ISMRMRD
+
+#: Tiny phantom sizes for ISMRMRD reader tests (recon matrix 32 x 24, readout 2x oversampled).
+RAW_TINY = {"nx": 32, "ny": 24, "nc": 3, "nz": 2, "nt": 4}
+
+
+def edit_ismrmrd_xml(path, edit, group: str = "dataset") -> None:
+    """Replace the XML header of ``group`` of an ISMRMRD file by ``edit(xml_text)``."""
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        xml = f[group]["xml"][0]
+        xml = xml.decode() if isinstance(xml, bytes) else xml
+        del f[group]["xml"]
+        ds = f[group].create_dataset("xml", shape=(1,), dtype=h5py.special_dtype(vlen=bytes))
+        ds[0] = edit(xml).encode()
+
+
+def edit_ismrmrd_readouts(path, edit, group: str = "dataset") -> None:
+    """Rewrite the readout table of ``group``: ``edit(records)`` gets the structured array (fields head, traj,
+    data) and returns the records to store (edited in place, or a subset)."""
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        records = f[group]["data"][:]
+        records = edit(records)
+        del f[group]["data"]
+        f[group].create_dataset("data", data=records, maxshape=(None,), chunks=True)
