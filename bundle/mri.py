@@ -18,6 +18,7 @@ import torch
 
 __all__ = [
     "zero_filled_image",
+    "measure_acs_width",
     "rhu",
     "centered_bounds",
     "centered_window",
@@ -184,3 +185,45 @@ def zero_filled_image(masked_kspace: torch.Tensor, num_adj_frames: int) -> torch
     centre = num_adj_frames // 2
     k = masked_kspace[:, centre * coils : (centre + 1) * coils]
     return rss(ifft2c(k.to(torch.complex64)), dim=1).unsqueeze(1)
+
+
+def _centre_run(sampled: np.ndarray, centre: int) -> int:
+    """Length of the run of True values of a 1-D array that contains index ``centre`` (0 when it is False)."""
+    if not sampled[centre]:
+        return 0
+    lo, hi = centre, centre
+    while lo > 0 and sampled[lo - 1]:
+        lo -= 1
+    while hi < len(sampled) - 1 and sampled[hi + 1]:
+        hi += 1
+    return hi - lo + 1
+
+
+def measure_acs_width(mask) -> int:
+    """ACS width of an official mask, measured as the challenge's own reader does.
+
+    ``mask`` is in file (h5py) order, ``(ny, nx)`` or ``(nt, ny, nx)``; a ky line counts only when it is sampled
+    for every kx in every frame. The width is the number of contiguous such lines around the centre line
+    ``ceil(ny/2)`` (MATLAB's 1-based index; ``readData.m`` of the CMRxRecon2025 demo code). A radial mask samples
+    not whole lines; its width is then the side of the largest square around the centre sampled in every frame
+    (the 20×20 block of CMRxRecon2025's radial masks; spokes through the centre do not widen a square).
+    """
+    m = np.asarray(mask) != 0
+    if m.ndim == 2:
+        m = m[None]
+    if m.ndim != 3:
+        raise ValueError(f"a mask is (ny, nx) or (nt, ny, nx), got shape {m.shape}")
+    every = m.all(axis=0)  # (ny, nx): sampled in every frame
+    ny, nx = every.shape
+    cy = math.ceil(ny / 2) - 1
+    if (m == m[:, :, :1]).all():  # Cartesian: every frame samples whole ky lines
+        return _centre_run(every[:, 0], cy)
+    # Grow a square placed as the generator places its ACS block (0-based from n//2 - side//2) while it stays
+    # fully sampled.
+    side = 0
+    while side < min(ny, nx):
+        lo_y, lo_x = ny // 2 - (side + 1) // 2, nx // 2 - (side + 1) // 2
+        if not every[lo_y : lo_y + side + 1, lo_x : lo_x + side + 1].all():
+            break
+        side += 1
+    return side

@@ -22,7 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bundle.data.checks import check_dataset, format_problems  # noqa: E402
-from bundle.data.index import detect_layout, find_multicoil_roots  # noqa: E402
+from bundle.data.formats import format_of  # noqa: E402
+from bundle.data.index import detect_layout, find_multicoil_roots, is_raw_dataset  # noqa: E402
 from bundle.errors import EmptyDatasetError  # noqa: E402
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -44,6 +45,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="list at most N bad slabs per file, then a summary (default 20; 0 or less: list all)",
     )
     parser.add_argument("--progress", action="store_true", help="print each file as it is checked (stderr)")
+    parser.add_argument(
+        "--group", help="ISMRMRD files: the HDF5 group to read (default: dataset, or the last dataset_<n>)"
+    )
+    parser.add_argument(
+        "--series-type", help="ISMRMRD files: the series type when the file's names say nothing (cine, T1map, ...)"
+    )
     return parser.parse_args(argv)
 
 
@@ -59,6 +66,52 @@ def describe_tree(root: Path, records) -> str:
     if sites:
         lines.append(f"  {len({c for c, _ in sites})} centres, {len(sites)} centre/vendor folders:")
         lines.extend(f"    {c}/{v}" for c, v in sites)
+    return "\n".join(lines)
+
+
+def _vector(v) -> str:
+    return "(" + ", ".join(f"{x:.2f}" for x in v) + ")"
+
+
+def describe_raw_folder(root: Path, records) -> str:
+    """One block per series of every ISMRMRD file: what it holds, its sampling and its place in the patient."""
+    lines = [f"ISMRMRD raw data: {os.path.abspath(root)}"]
+    lines.append(
+        f"  {len({r.path for r in records})} files, {len(records)} series, {len({r.patient for r in records})} patients"
+    )
+    for r in records:
+        item = dataclasses.asdict(r)
+        volume = format_of(item).volume(r.path, r.entry, group=r.raw_group)
+        info, geometry = dict(volume.info or {}), volume.geometry
+        name = os.path.relpath(r.path, root) + (f" [{r.entry}]" if r.entry else "")
+        lines.append(f"  {name}  (patient {r.patient}, group {r.raw_group})")
+        encoded = info.get("encoded_matrix") or ()
+        sampling = "fully sampled"
+        if r.kind != "full" and volume.acquired is not None:
+            per_frame = volume.acquired.max(axis=-1).sum(axis=-1).mean()  # (nt, ny, nx) -> lines per frame
+            sampling = f"undersampled, R={r.acceleration} ({per_frame:.1f} of {r.ny} lines per frame)"
+        lines.append(
+            f"    series {r.series} ({r.series_type}), {info.get('vendor') or 'unknown vendor'}"
+            f" {info.get('field_strength_T') or '?'} T; matrix recon {r.nx}x{r.ny}"
+            + (f", encoded {encoded[1]}x{encoded[0]}" if len(encoded) == 2 else "")
+            + f"; {r.nc} coils, {r.nz} slices, {r.nt} {'phases' if r.series_type == 'cine' else 'frames'}"
+        )
+        lines.append(
+            f"    {sampling}, ACS {r.acs_width} lines; readout oversampling {info.get('readout_oversampling', 1)}x,"
+            f" phase oversampling {info.get('phase_oversampling', 1)}x; {info.get('noise_readouts', 0)} noise readouts"
+            + (" (prewhitened)" if info.get("noise_readouts") else " (no prewhitening)")
+        )
+        if geometry is not None:
+            s0 = geometry.slices[0]
+            dx, dy = geometry.pixel_spacing
+            spacing = geometry.slice_spacing
+            lines.append(
+                f"    geometry: {dx:.2f} x {dy:.2f} mm, thickness {geometry.slice_thickness:.1f} mm"
+                + (f", spacing {spacing:.1f} mm" if spacing else "")
+                + f"; read {_vector(s0.read_dir)} phase {_vector(s0.phase_dir)} slice {_vector(s0.slice_dir)};"
+                f" first slice centre {_vector(s0.position)} mm LPS;"
+                f" {geometry.patient_position or 'no patient position'}"
+            )
     return "\n".join(lines)
 
 
@@ -82,11 +135,12 @@ def main(argv: list[str] | None = None) -> int:
             modalities=args.modalities,
             progress=args.progress,
             max_slice_problems=limit,
+            raw_data={"group": args.group, "series_type": args.series_type},
         )
     except EmptyDatasetError as err:
         print(f"check_dataset: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    print(describe_tree(args.root, good))
+    print(describe_raw_folder(args.root, good) if is_raw_dataset(args.root) else describe_tree(args.root, good))
     print(format_problems(problems, root=args.root, n_ok=len(good)))
     if args.json is not None:
         try:

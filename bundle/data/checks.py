@@ -39,9 +39,10 @@ from ..errors import (
     NonFiniteDataError,
     ShapeError,
 )
+from ..mri import neighbour_frame_indices
+from .formats import format_of, raw_options
 from .index import FileRecord, scan_dataset
 from .matio import MatSliceReader, read_mat
-from ..mri import neighbour_frame_indices
 
 __all__ = [
     "KINDS",
@@ -165,6 +166,8 @@ def _check_mask(record: FileRecord, mask_path: str) -> list[Problem]:
 
 
 def _check_masks(record: FileRecord) -> list[Problem]:
+    if record.release is None:  # raw data: the file holds its own lines, and its scan checked them
+        return []
     if record.kind == "undersampled":
         if record.mask_path is None:
             expected = record.release.mask_path(record.path)
@@ -215,7 +218,11 @@ def check_file(record: FileRecord, *, check_values: bool = True, max_slice_probl
         Problems in the order found; empty when the file is fine. An unreadable or misshapen file stops the
         checks there (its masks cannot be fitted).
     """
-    reader = MatSliceReader(record.path)
+    item = dataclasses.asdict(record)
+    try:
+        reader = format_of(item).open(record.path, record.entry, **raw_options(item))
+    except _READ_ERRORS as err:
+        return [problem_from_error(err, path=record.path)]
     try:
         problems = _check_header(record, reader)
         if problems:
@@ -238,17 +245,21 @@ def check_dataset(
     modalities: Iterable[str] | None = None,
     progress: bool = False,
     max_slice_problems: int | None = 20,
+    raw_data: Mapping | None = None,
 ) -> tuple[list[FileRecord], list[Problem]]:
     """Check every k-space file under ``root``: ``(records without problems, all problems)``.
 
-    Files whose metadata cannot be read are reported by the tolerant scan; every other file goes through
-    :func:`check_file`. ``progress`` prints one line per file to stderr.
+    ``raw_data`` holds the ``group`` and ``series_type`` options of a folder of ISMRMRD files (see
+    :func:`~bundle.data.index.scan_dataset`). Files whose metadata cannot be read are reported by the tolerant
+    scan; every other file goes through :func:`check_file`. ``progress`` prints one line per file to stderr.
 
     Raises:
         EmptyDatasetError: ``root`` is missing or holds no k-space files (a usage error, not a data problem).
     """
     problems: list[Problem] = []
-    records = scan_dataset(root, modalities=modalities, on_error=lambda err: problems.append(problem_from_error(err)))
+    records = scan_dataset(
+        root, modalities=modalities, on_error=lambda err: problems.append(problem_from_error(err)), raw_data=raw_data
+    )
     good: list[FileRecord] = []
     for i, record in enumerate(records, 1):
         if progress:

@@ -33,8 +33,8 @@ Uniform/ktGaussian/ktRadial masks at R 8/16/24 with 20 ACS lines, patients below
     ChallengeData_ValSet/TaskR1/MultiCoil/<Modality>/ValidationSet/UnderSample_TaskR1/<C>/<V>/Pxxx/<stem>_kus_<P><R>.mat
         (with <stem>_info.csv beside it, and the mask below Mask_TaskR1)
 
-Patients are numbered from P001 in each split (in 2025, in each vendor folder). Every array is a deterministic function of
-``(seed, split, patient, series)``, so the same seed gives identical arrays whatever else changes.
+Patients are numbered from P001 in each split (in 2025, in each vendor folder). Every array is a deterministic
+function of ``(seed, split, patient, series)``, so the same seed gives identical arrays whatever else changes.
 """
 
 from __future__ import annotations

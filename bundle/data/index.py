@@ -21,19 +21,14 @@ several official masks are selected), consumed by :class:`bundle.data.loading.Lo
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
-import numpy as np
-
 from ..errors import CMRDataError, EmptyDatasetError, MatFileError, MissingKeyError, ShapeError
-from ..files import atomic_write
 from .layout import (
     ACS_WIDTHS,
     LAYOUTS,
@@ -42,13 +37,14 @@ from .layout import (
     TASKS_2025,
     Release,
     folder_release,
-    release_of_path,
     series_type,
     series_view,
     subdirs,
     tree_release,
 )
 from .matio import mat_shape, mat_variables
+from .raw_index import RAW_SPLIT, is_raw_folder, scan_raw_folder
+from .records import RAW_LAYOUT, FileRecord
 from .split import (
     load_split,
     patient_split,
@@ -66,6 +62,7 @@ __all__ = [
     "DEFAULT_TRIMS",
     "FileRecord",
     "detect_layout",
+    "is_raw_dataset",
     "item_acs_width",
     "series_type",
     "series_view",
@@ -122,61 +119,6 @@ def parse_pattern(name: str) -> tuple[str, int]:
 # --------------------------------------------------------------------------------------------------- records
 
 
-@dataclasses.dataclass(frozen=True)
-class FileRecord:
-    """One k-space file of the tree. ``shape`` is the h5py-order shape; ``nt == 1`` for 4-D files.
-
-    ``patient`` names one person in its release: ``Pxxx`` in 2023/2024, ``<Center>/<Vendor>/<Pxxx>`` in 2025
-    (whose ``center`` and ``vendor`` are also set). ``task``: 2024 ``1``/``2``, 2025 ``'TaskR1'`` ... for
-    undersampled files, else ``None``.
-    """
-
-    path: str
-    kind: str  # 'full' | 'undersampled'
-    split: str  # 'TrainingSet' | 'ValidationSet' | 'TestSet'
-    task: int | str | None
-    modality: str
-    patient: str
-    series: str
-    view: str
-    pattern: str | None
-    acceleration: int | None
-    mask_path: str | None
-    masks: tuple[tuple[str, str], ...]
-    shape: tuple[int, ...]
-    nt: int
-    nz: int
-    nc: int
-    ny: int
-    nx: int
-    group: str | None = None
-    layout: str = "2024"  # '2023' | '2024' | '2025': the challenge release whose layout the file is in
-    center: str | None = None
-    vendor: str | None = None
-
-    @property
-    def shape_key(self) -> str:
-        return f"{self.series}_{self.ny}x{self.nx}"
-
-    @property
-    def name(self) -> str:
-        """``<patient>_<series>``, the form used by the known-bad lists."""
-        return f"{self.patient}_{self.series}"
-
-    @property
-    def series_type(self) -> str:
-        return series_type(self.series)
-
-    @property
-    def release(self) -> Release:
-        return RELEASES[self.layout]
-
-    @property
-    def acs_width(self) -> int:
-        """ACS lines of this release's official masks: 24 (2023), 16 (2024), 20 (2025)."""
-        return ACS_WIDTHS[self.layout]
-
-
 def _has_split(folder: Path) -> bool:
     return folder.is_dir() and any((m / s).is_dir() for m in subdirs(folder) for s in SPLITS)
 
@@ -217,7 +159,7 @@ def find_multicoil_roots(root: str | os.PathLike, tasks: Iterable[str] | None = 
         raise EmptyDatasetError.at(
             root,
             "no CMRxRecon MultiCoil tree here (expected [ChallengeData/][MultiCoil/]<Modality>/TrainingSet/..., "
-            "or ChallengeData_ValSet/<Task>/MultiCoil/...)",
+            "or ChallengeData_ValSet/<Task>/MultiCoil/...), and no ISMRMRD raw data (*.h5, *.mrd)",
         )
     if tasks is not None:
         wanted = {tasks} if isinstance(tasks, str) else set(tasks)
@@ -240,17 +182,33 @@ def detect_layout(root: str | os.PathLike) -> str:
     ``UnderSample_Task[RS]<k>`` or ``Center###`` folders are CMRxRecon2025; otherwise CMRxRecon2024. A 2023 or
     2024 tree of FullSample folders alone cannot be told apart by its names, so it counts as CMRxRecon2024.
 
+    A folder of scanner raw data (ISMRMRD files, no challenge tree) is ``'ismrmrd'``.
+
     Raises:
-        EmptyDatasetError: no ``MultiCoil`` tree under ``root`` (see :func:`find_multicoil_roots`).
+        EmptyDatasetError: no ``MultiCoil`` tree and no raw data under ``root`` (see :func:`find_multicoil_roots`).
     """
+    if is_raw_dataset(root):
+        return RAW_LAYOUT
     return tree_release(find_multicoil(root))
+
+
+def is_raw_dataset(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is a folder of scanner raw data: ISMRMRD files and no CMRxRecon tree (names only)."""
+    try:
+        find_multicoil_roots(root)
+    except EmptyDatasetError:
+        return is_raw_folder(root)
+    return False
 
 
 def training_patients(root: str | os.PathLike) -> list[str]:
     """Sorted patient keys under every ``<Modality>/TrainingSet/FullSample`` (no file is opened).
 
-    2023/2024: ``Pxxx``; 2025: ``<Center>/<Vendor>/<Pxxx>``.
+    2023/2024: ``Pxxx``; 2025: ``<Center>/<Vendor>/<Pxxx>``. A folder of raw data: the patients of its fully
+    sampled files (their headers are read, see :mod:`bundle.data.raw_index`).
     """
+    if is_raw_dataset(root):
+        return sorted({r.patient for r in scan_raw_folder(root, on_error=lambda err: None) if r.kind == "full"})
     found: set[str] = set()
     for multicoil in find_multicoil_roots(root):
         rel = RELEASES[tree_release(multicoil)]
@@ -409,8 +367,12 @@ def scan_dataset(
     modalities: Iterable[str] | None = None,
     on_error: Callable[[CMRDataError], None] | None = None,
     tasks: Iterable[str] | None = None,
+    raw_data: Mapping | None = None,
 ) -> list[FileRecord]:
     """List every k-space file (full-sample and undersampled) under ``root``, reading shapes from metadata.
+
+    A folder of scanner raw data (ISMRMRD files, :func:`is_raw_dataset`) gives one record per series of every file
+    (:func:`bundle.data.raw_index.scan_raw_folder`, with the ``group`` and ``series_type`` of ``raw_data``).
 
     The CMRxRecon2023, 2024 and 2025 layouts are read (see :mod:`bundle.data.layout`); each record says which in
     ``layout``. ``<series>_mask.mat`` files of 2023 are masks, never k-space records; ``_info.csv`` files of
@@ -436,6 +398,10 @@ def scan_dataset(
             pickable variable, or is not 4-D/5-D k-space (names the file).
     """
     wanted = None if modalities is None else {m.lower() for m in modalities}
+    if is_raw_dataset(root):
+        options = {k: v for k, v in dict(raw_data or {}).items() if k in ("group", "series_type")}
+        records = scan_raw_folder(root, on_error=on_error, **options)
+        return [r for r in records if wanted is None or r.modality.lower() in wanted]
     skipped = 0
 
     def skip(err: CMRDataError) -> None:
@@ -554,6 +520,8 @@ def _layout_keys(record: FileRecord) -> dict:
     if record.layout == "2024":
         return {}
     keys = {"layout": record.layout, "acs_width": record.acs_width}
+    if record.layout == RAW_LAYOUT:
+        keys.update(format=record.format, entry=record.entry, raw_group=record.raw_group)
     if record.layout == "2025":
         keys.update(center=record.center, vendor=record.vendor)
     return keys
@@ -669,8 +637,13 @@ def build_datalist(
     val_centers: Iterable[str] | None = None,
     val_vendors: Iterable[str] | None = None,
     tasks: Iterable[str] | None = None,
+    raw_data: Mapping | None = None,
 ) -> list[dict]:
     """Scan ``root`` and return the items of one subset, ready for a MONAI ``Dataset``.
+
+    ``root`` may also be a folder of scanner raw data (ISMRMRD): its fully sampled files are split by patient for
+    ``train``/``val`` as TrainingSet files are, its undersampled files are the ``undersampled`` subset;
+    ``raw_data`` holds the reader's ``group`` and ``series_type`` (:func:`scan_dataset`).
 
     Args:
         subset: ``'train'`` / ``'val'``: TrainingSet full-sample files split by patient; ``'all'``: every
@@ -701,15 +674,15 @@ def build_datalist(
     if subset not in ("train", "val", "all", "undersampled"):
         raise ValueError(f"subset must be 'train', 'val', 'all' or 'undersampled', not {subset!r}")
     kind = "undersampled" if subset == "undersampled" else "full"
-    scanned = scan_dataset(root, modalities=modalities, on_error=on_error, tasks=tasks)
+    scanned = scan_dataset(root, modalities=modalities, on_error=on_error, tasks=tasks, raw_data=raw_data)
     records = assign_groups([r for r in scanned if r.kind == kind])
     if splits is not None:
         chosen = _check_splits(splits)
         records = [r for r in records if r.split in chosen]
     if subset in ("train", "val"):
-        records = [r for r in records if r.split == "TrainingSet"]
+        records = [r for r in records if r.split in ("TrainingSet", RAW_SPLIT)]
         if not records:
-            raise EmptyDatasetError.at(root, "no TrainingSet/FullSample files to split")
+            raise EmptyDatasetError.at(root, "no TrainingSet/FullSample files (or fully sampled raw files) to split")
         # Split over every training patient of every modality, so that a modality filter cannot change it.
         train_ids, val_ids = patient_split(
             training_patients(root), split_file, val_fraction, seed, split_allow_overlap, None, val_centers, val_vendors

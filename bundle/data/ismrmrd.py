@@ -41,7 +41,7 @@ from xsdata.formats.dataclass.parsers.config import ParserConfig
 
 from ..errors import RawDataError
 from ..geometry import ScanGeometry, SliceGeometry
-from ..transforms.masks import measure_acs_width
+from ..mri import measure_acs_width
 from .layout import series_type as layout_series_type
 
 __all__ = [
@@ -122,6 +122,7 @@ def _log_once(level: int, path: str, message: str, *args) -> None:
     if (path, text) not in _LOGGED:
         _LOGGED.add((path, text))
         logger.log(level, "%s: %s", path, text)
+
 
 # --------------------------------------------------------------------------------------------------- files
 
@@ -544,7 +545,9 @@ def _scan_group(path: str, f: h5py.File, group: str, forced_type: str | None) ->
     flags = heads["flags"]
     other_space = heads["encoding_space_ref"] != 0
     if other_space.any():
-        _log_once(logging.WARNING, path, "%d readouts of encoding spaces other than 0 are ignored", int(other_space.sum()))
+        _log_once(
+            logging.WARNING, path, "%d readouts of encoding spaces other than 0 are ignored", int(other_space.sum())
+        )
     noise = _has(flags, _NOISE)
     dropped = (_has(flags, _DROPPED) | other_space) & ~noise
     calib = _has(flags, _CALIB) & ~_has(flags, _CALIB_AND_IMAGING) & ~noise & ~dropped
@@ -605,7 +608,9 @@ def _scan_group(path: str, f: h5py.File, group: str, forced_type: str | None) ->
         centre = int(limits.center)
     else:
         centre = ny_enc // 2
-        _log_once(logging.WARNING, path, "no kspace_encoding_step_1 limits in the header; centre line taken as %d", centre)
+        _log_once(
+            logging.WARNING, path, "no kspace_encoding_step_1 limits in the header; centre line taken as %d", centre
+        )
     centre = _partial_fourier_centre(path, vendor, heads[data], centre, int(ky[data].min()), int(ky[data].max()))
     row = ky - centre + ny_enc // 2
     outside = used & ((row < 0) | (row >= ny_enc))
@@ -677,7 +682,9 @@ def _scan_group(path: str, f: h5py.File, group: str, forced_type: str | None) ->
         phase_os = abs(es.fieldOfView_mm.y / rs.fieldOfView_mm.y - 1) >= 0.01
         keep_y = phase_os and not fully_enc
         if keep_y:
-            _log_once(logging.INFO, path, "undersampled with phase oversampling: the encoded field of view along y is kept")
+            _log_once(
+                logging.INFO, path, "undersampled with phase oversampling: the encoded field of view along y is kept"
+            )
         x = _axis(path, "x (readout)", nx_enc, es.fieldOfView_mm.x, int(rs.matrixSize.x), rs.fieldOfView_mm.x, False)
         y = _axis(path, "y (phase)", ny_enc, es.fieldOfView_mm.y, int(rs.matrixSize.y), rs.fieldOfView_mm.y, keep_y)
         nx, ny = x.n_out, y.n_out
@@ -811,8 +818,9 @@ def _stat_key(path: str) -> tuple[int, int]:
     try:
         st = os.stat(path)
     except OSError as err:
-        raise RawDataError.at(path, "no such file" if isinstance(err, FileNotFoundError) else f"cannot read ({err})") \
-            from err
+        raise RawDataError.at(
+            path, "no such file" if isinstance(err, FileNotFoundError) else f"cannot read ({err})"
+        ) from err
     return st.st_mtime_ns, st.st_size
 
 

@@ -17,9 +17,9 @@ from monai.transforms import MapTransform
 
 from ..arrays import all_finite, sum_of_squares, swapped_copy, zero_filled_columns
 from ..errors import CMRDataError, EmptySliceError, MaskMismatchError, NonFiniteDataError, ShapeError
-from ..mri import neighbour_frame_indices
+from ..mri import measure_acs_width, neighbour_frame_indices
 from ..transforms.kspace import sampled_lines
-from ..transforms.masks import measure_acs_width
+from .formats import format_of, raw_options
 from .layout import RELEASES
 from .matio import MatSliceReader, is_undersampled_key, read_mat
 
@@ -92,6 +92,11 @@ class LoadCMRSliced(MapTransform):
     Open files are kept in a per-process LRU cache of ``max_open_files`` readers (DataLoader workers each get
     an empty cache, since pickling drops it).
 
+    Items name their file format in ``format`` (absent: CMRxRecon ``.mat``; see :mod:`bundle.data.formats`), and a
+    series of a raw file its ``entry`` and ``raw_group``. Scanner raw data is read through its format's slice reader
+    (readout oversampling removed, noise prewhitened unless ``prewhiten=False``); an undersampled raw item's
+    ``mask`` is the lines the file holds.
+
     Raises (all name the file, ``z`` and ``t``): :class:`NonFiniteDataError` for NaN/Inf when ``check_finite``,
     :class:`EmptySliceError` when the target frame is all zeros, :class:`ShapeError` for a file that is not
     4-D/5-D k-space or an out-of-range ``z``/``t``, :class:`MaskMismatchError` for a mask that does not fit.
@@ -107,6 +112,7 @@ class LoadCMRSliced(MapTransform):
         mark_bad: bool = False,
         read_sampled_lines: bool = False,
         memory_map: bool = True,
+        prewhiten: bool = True,
     ):
         super().__init__(keys=("file",))
         if num_adj_frames < 1 or num_adj_frames % 2 == 0:
@@ -120,22 +126,29 @@ class LoadCMRSliced(MapTransform):
         self.mark_bad = bool(mark_bad)
         self.read_sampled_lines = bool(read_sampled_lines)
         self.memory_map = bool(memory_map)
+        self.prewhiten = bool(prewhiten)
         if slab_cache < 0:
             raise ValueError(f"slab_cache must be >= 0, got {slab_cache}")
         self.slab_cache = int(slab_cache)
         self._slabs: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()
-        self._readers: OrderedDict[str, MatSliceReader] = OrderedDict()
+        self._readers: OrderedDict[str | tuple, MatSliceReader] = OrderedDict()
         self._masks: OrderedDict[str, np.ndarray] = OrderedDict()
         self._mask_acs: dict[str, int] = {}
         self._warned_inferred = False
 
     # ----------------------------------------------------------------------------------------- caches
 
-    def _reader(self, path: str) -> MatSliceReader:
-        reader = self._readers.pop(path, None)
+    def _reader(self, d: Mapping) -> MatSliceReader:
+        """The open slice reader of an item's file (and series), through the LRU cache."""
+        path = os.fspath(d["file"])
+        # A CMRxRecon file is its path; a series of a raw file also needs its entry and HDF5 group.
+        key = (path, d.get("entry"), d.get("raw_group")) if d.get("format") else path
+        reader = self._readers.pop(key, None)
         if reader is None:
-            reader = MatSliceReader(path, memory_map=self.memory_map)
-        self._readers[path] = reader  # most recently used last
+            reader = format_of(d).open(
+                path, d.get("entry"), memory_map=self.memory_map, prewhiten=self.prewhiten, **raw_options(d)
+            )
+        self._readers[key] = reader  # most recently used last
         while len(self._readers) > self.max_open_files:
             self._readers.popitem(last=False)[1].close()
         return reader
@@ -152,7 +165,8 @@ class LoadCMRSliced(MapTransform):
     def _measured_acs(self, d: dict) -> dict:
         """Set ``acs_width`` from the item's official mask file where its release says so (CMRxRecon2025)."""
         mask_file = d.get("mask_file")
-        if mask_file and RELEASES[str(d.get("layout") or "2024")].acs_from_mask:
+        release = RELEASES.get(str(d.get("layout") or "2024"))
+        if mask_file and release is not None and release.acs_from_mask:
             mask_file = os.fspath(mask_file)
             if mask_file not in self._mask_acs:
                 self._mask_acs[mask_file] = measure_acs_width(self._raw_mask(mask_file))
@@ -179,7 +193,7 @@ class LoadCMRSliced(MapTransform):
             return reader.read_frames(z, frames)
         out = np.empty((len(frames), *reader.shape[-3:]), np.complex64)
         for i, t in enumerate(frames):
-            key = (reader.path, z, t)
+            key = (reader.path, reader.key, z, t)
             slab = self._slabs.pop(key, None)
             if slab is None:
                 slab = reader.read_slab(t, z)
@@ -211,6 +225,13 @@ class LoadCMRSliced(MapTransform):
             f"mask of shape {mask.shape} does not fit k-space {reader.path} of shape {reader.shape}; "
             f"expected (ny, nx) = {(ny, nx)} (Task 1) or (nt, ny, nx) = {(nt, ny, nx)} (Task 2)",
         )
+
+    def _acquired(self, d: Mapping, frames: list[int]) -> np.ndarray | None:
+        """``(F, nx, ny)`` mask of the samples a file of a format that stores them holds (raw data), else None."""
+        acquired = format_of(d).acquired(os.fspath(d["file"]), d.get("entry"), **raw_options(d))
+        if acquired is None:
+            return None
+        return np.ascontiguousarray(np.asarray(acquired, dtype=np.float32)[frames].swapaxes(-1, -2))
 
     def _inferred_mask(self, kspace: np.ndarray, path: str) -> np.ndarray:
         if not self._warned_inferred:
@@ -265,7 +286,7 @@ class LoadCMRSliced(MapTransform):
         d = dict(data)
         path, z = os.fspath(d["file"]), int(d["z"])
         where = f"z={z}, t={d['t']}"
-        reader = self._reader(path)
+        reader = self._reader(d)
         try:
             frames = self._frames(d, reader)
             if self.read_sampled_lines and not self.mark_bad and d.get("kind", "full") == "full":
@@ -305,5 +326,6 @@ class LoadCMRSliced(MapTransform):
         elif d.get("mask_file"):
             d["mask"] = self._mask(os.fspath(d["mask_file"]), reader, frames)
         elif kind == "undersampled":
-            d["mask"] = self._inferred_mask(kspace, path)
+            acquired = self._acquired(d, frames)
+            d["mask"] = self._inferred_mask(kspace, path) if acquired is None else acquired
         return self._measured_acs(d) if bad is None else d

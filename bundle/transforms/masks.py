@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from bundle.mri import centered_bounds, is_cartesian_mask, rhu
+from bundle.mri import centered_bounds, is_cartesian_mask, measure_acs_width, rhu
 
 __all__ = [
     "PATTERNS",
@@ -349,45 +349,3 @@ def effective_acceleration(mask) -> float:
     """True acceleration ``1 / sampled_fraction`` including the ACS (``inf`` for an all-zero mask)."""
     frac = sampled_fraction(mask)
     return math.inf if frac == 0 else 1.0 / frac
-
-
-def _centre_run(sampled: np.ndarray, centre: int) -> int:
-    """Length of the run of True values of a 1-D array that contains index ``centre`` (0 when it is False)."""
-    if not sampled[centre]:
-        return 0
-    lo, hi = centre, centre
-    while lo > 0 and sampled[lo - 1]:
-        lo -= 1
-    while hi < len(sampled) - 1 and sampled[hi + 1]:
-        hi += 1
-    return hi - lo + 1
-
-
-def measure_acs_width(mask) -> int:
-    """ACS width of an official mask, measured as the challenge's own reader does.
-
-    ``mask`` is in file (h5py) order, ``(ny, nx)`` or ``(nt, ny, nx)``; a ky line counts only when it is sampled
-    for every kx in every frame. The width is the number of contiguous such lines around the centre line
-    ``ceil(ny/2)`` (MATLAB's 1-based index; ``readData.m`` of the CMRxRecon2025 demo code). A radial mask samples
-    not whole lines; its width is then the side of the largest square around the centre sampled in every frame
-    (the 20×20 block of CMRxRecon2025's radial masks; spokes through the centre do not widen a square).
-    """
-    m = np.asarray(mask) != 0
-    if m.ndim == 2:
-        m = m[None]
-    if m.ndim != 3:
-        raise ValueError(f"a mask is (ny, nx) or (nt, ny, nx), got shape {m.shape}")
-    every = m.all(axis=0)  # (ny, nx): sampled in every frame
-    ny, nx = every.shape
-    cy = math.ceil(ny / 2) - 1
-    if (m == m[:, :, :1]).all():  # Cartesian: every frame samples whole ky lines
-        return _centre_run(every[:, 0], cy)
-    # Grow a square placed as the generator places its ACS block (0-based from n//2 - side//2) while it stays
-    # fully sampled.
-    side = 0
-    while side < min(ny, nx):
-        lo_y, lo_x = ny // 2 - (side + 1) // 2, nx // 2 - (side + 1) // 2
-        if not every[lo_y : lo_y + side + 1, lo_x : lo_x + side + 1].all():
-            break
-        side += 1
-    return side

@@ -30,6 +30,8 @@ META_KEYS = (
     "acs_width",
 )
 TENSOR_KEYS = ("kspace_masked", "mask", "target", "kspace_target", "scale")
+# Kept only where items have them (scanner raw data): which series of which file, in which format and release.
+OPTIONAL_META_KEYS = ("entry", "raw_group", "format", "layout")
 
 
 class PackReconSampled(MapTransform):
@@ -54,6 +56,9 @@ class PackReconSampled(MapTransform):
             if value is None:
                 value = -1 if key in ("z", "t", "nt", "nz", "acceleration", "acs_width") else ""
             out[key] = value if isinstance(value, (int, float)) else str(value)
+        for key in OPTIONAL_META_KEYS:
+            if key in data:
+                out[key] = "" if data[key] is None else str(data[key])
         out["skipped"] = str(data.get("skipped", ""))
         if "bad" in data:  # set by LoadCMRSliced(mark_bad=True): the item's file must not be written
             out["bad"] = str(data["bad"])

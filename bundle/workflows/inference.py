@@ -11,7 +11,9 @@ import torch
 from ignite.engine import Engine, Events
 from tqdm import tqdm
 
+from bundle.data.formats import format_named, format_of_path
 from bundle.data.layout import release_of_path
+from bundle.data.records import volume_source
 from bundle.io.dicom import as_flag
 from bundle.io.nifti import axis4_unit, default_frame_time, default_voxel_size, save_nifti
 from bundle.io.paths import check_output_dir, derive_output_path, submission_path
@@ -28,6 +30,33 @@ logger = logging.getLogger(__name__)
 
 def _as_list(values) -> list:
     return values.tolist() if isinstance(values, torch.Tensor) else list(values)
+
+
+def _has_submission(file: str) -> bool:
+    """Whether an input has a challenge submission file (CMRxRecon files do; scanner raw data does not)."""
+    fmt = format_of_path(file)
+    return fmt is None or fmt.submission
+
+
+def _scan_geometry(source: Mapping | None, nz: int):
+    """``(ScanGeometry or None, scan info or None)`` of a volume, from its file's format."""
+    if not source or not source.get("format"):
+        return None, None
+    fmt = format_named(source["format"])
+    options = {"group": source.get("raw_group")}
+    geometry = fmt.geometry(source["path"], source.get("entry"), **options)
+    if geometry is not None and geometry.nz != nz:
+        raise ValueError(f"{source['path']}: geometry of {geometry.nz} slices for a volume of {nz}")
+    return geometry, fmt.scan_info(source["path"], source.get("entry"), **options)
+
+
+def _frame_time(geometry, default: float) -> float:
+    """ms between frames: the median step of the scanner's trigger times, when it has them."""
+    times = geometry.trigger_times_ms
+    if times is None or len(times) < 2:
+        return default
+    step = float(np.median(np.diff(times)))
+    return step if step > 0 else default
 
 
 class ReconstructionWriter:
@@ -98,7 +127,7 @@ class ReconstructionWriter:
         """Every output this writer produces for the input ``file`` (with its current switches)."""
 
         paths = []
-        if self.write_submission:
+        if self.write_submission and _has_submission(file):
             paths.append(submission_path(file, self.dataset_dir, self.output_dir / "submission"))
         if self.write_nifti:
             paths.append(derive_output_path(file, self.dataset_dir, self.output_dir / "nifti", new_suffix=".nii.gz"))
@@ -135,8 +164,12 @@ class ReconstructionWriter:
         scales = label.get("scale")
         scales = _as_list(scales) if scales is not None else [1.0] * len(files)
         bad = _as_list(label["bad"]) if "bad" in label else [""] * len(files)
+        # Scanner raw data: the series of a file (entry), its HDF5 group and format, for outputs and geometry.
+        raw = {key: _as_list(label[key]) for key in ("entry", "raw_group", "format") if key in label}
         finished = 0  # files completed by this batch (written, or given up): for the all-ranks progress bar
-        for i, file in enumerate(files):
+        for i, path in enumerate(files):
+            source = {key: values[i] or None for key, values in raw.items()}
+            file = volume_source(path, source.get("entry"))
             if file in self._failed:
                 continue
             if bad[i]:
@@ -163,6 +196,7 @@ class ReconstructionWriter:
                         for key in ("modality", "patient", "pattern", "acceleration")
                         if key in label
                     },
+                    "source": {"path": path, **source},
                     "bar": tqdm(
                         total=nz * nt, desc=Path(file).name, unit="slice", disable=not self.progress or is_sharded()
                     ),
@@ -194,14 +228,27 @@ class ReconstructionWriter:
         is_4d = series_type(series) == "blackblood"
         # BlackBlood has no frames: the NIfTI, preview and DICOM get the 3-D (x, y, slice) volume.
         image = volume[:, :, :, 0] if is_4d else volume
+        geometry, scan_info = _scan_geometry(entry.get("source"), volume.shape[2])
         voxel = self.voxel_size if self.voxel_size is not None else default_voxel_size(series)
         frame_time = self.frame_time if self.frame_time is not None else default_frame_time(series)
+        if geometry is not None:  # the scanner's own spacing and frame times
+            voxel = (*geometry.pixel_spacing, geometry.slice_spacing or geometry.slice_thickness)
+            frame_time = _frame_time(geometry, frame_time)
         info = self.extras.describe(
-            file, series, entry.get("meta", {}), image.shape, voxel, self.voxel_size, frame_time, self.frame_time
+            file,
+            series,
+            entry.get("meta", {}),
+            image.shape,
+            voxel,
+            self.voxel_size,
+            frame_time,
+            self.frame_time,
+            geometry=geometry,
+            scan_info=scan_info,
         )
         if not np.isfinite(volume).all():
             raise ValueError(f"{file}: the reconstruction contains NaN or Inf; nothing was written for it")
-        if self.write_submission:
+        if self.write_submission and _has_submission(file):
             path = submission_path(file, self.dataset_dir, self.output_dir / "submission")
             selected = run4ranking(volume[:, :, :, 0] if is_4d else volume, series, coil_combined=True)
             release = release_of_path(file)
@@ -213,14 +260,22 @@ class ReconstructionWriter:
             path = derive_output_path(file, self.dataset_dir, self.output_dir / "nifti", new_suffix=".nii.gz")
             unit = axis4_unit(series)
             step = 1.0 if unit == "unknown" else frame_time
-            save_nifti(path, image, voxel_size=voxel, frame_time=step, time_unit=unit, description=info["description"])
+            save_nifti(
+                path,
+                image,
+                voxel_size=voxel,
+                frame_time=step,
+                time_unit=unit,
+                description=info["description"],
+                geometry=geometry,
+            )
             self.written.append(Path(path))
             self.written.append(self.extras.write_sidecar(path, info))
         if self.write_preview:
             path = derive_output_path(file, self.dataset_dir, self.output_dir / "preview", new_suffix=".png")
             save_preview_png(path, image)
             self.written.append(Path(path))
-        self.written.extend(self.extras.write_dicom(file, image, info))
+        self.written.extend(self.extras.write_dicom(file, image, info, geometry=geometry, scan_info=scan_info))
         self.extras.note(file, [p for p in self.output_paths(file) if p.is_file()])
         logger.info("wrote outputs of %s%s", file, rank_note())
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
 
 from bundle.data import make_demo_dataset
 from bundle.data.checks import check_file
+from bundle.data.formats import is_raw_data_path
 from bundle.data.index import assign_groups, build_items, detect_layout, scan_dataset
+from bundle.data.raw_index import RAW_SPLIT, is_raw_folder
 from bundle.errors import CMRDataError, EmptyDatasetError
 from bundle.metrics import METRIC_CHOICES
 from bundle.workflows.sharding import is_sharded, progress, shard_files
@@ -25,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 def _has_mat_files(root: Path) -> bool:
-    return root.is_dir() and any(root.rglob("*.mat"))
+    """Whether ``root`` holds k-space files: CMRxRecon ``.mat`` files, or scanner raw data (ISMRMRD)."""
+    return root.is_dir() and (any(root.rglob("*.mat")) or is_raw_folder(root))
 
 
 def prepare_dataset(
@@ -70,6 +74,7 @@ def inference_datalist(
     skip=None,
     tasks=None,
     shard: bool = False,
+    raw_data=None,
 ) -> list[dict]:
     """Slice items of every undersampled file under ``dataset_dir`` that passes validation.
 
@@ -98,15 +103,17 @@ def inference_datalist(
         # Only undersampled inputs matter here (2024: UnderSample_Task*, 2023: AccFactor*); a broken
         # fully sampled training file is not this run's problem.
         where = str(getattr(err, "path", "") or err)
-        if "UnderSample_Task" in where or "AccFactor" in where:
+        if "UnderSample_Task" in where or "AccFactor" in where or is_raw_data_path(where):
             reject(str(err))
 
-    records = scan_dataset(dataset_dir, modalities=modalities, on_error=on_scan_error, tasks=tasks)
+    records = scan_dataset(dataset_dir, modalities=modalities, on_error=on_scan_error, tasks=tasks, raw_data=raw_data)
+    # Scanner raw data: every file is reconstructed from the lines it holds, fully sampled ones too.
+    records = [dataclasses.replace(r, kind="undersampled") if r.split == RAW_SPLIT else r for r in records]
     todo, good, done = [], [], 0
     for record in records:
-        if record.kind != "undersampled" or (splits is not None and record.split not in splits):
+        if record.kind != "undersampled" or (splits is not None and record.split not in (*splits, RAW_SPLIT)):
             continue
-        if skip is not None and skip(record.path):
+        if skip is not None and skip(record.source):
             done += 1
             continue
         todo.append(record)
@@ -149,6 +156,9 @@ def resolve_metric_release(metric_release: str | int, dataset_dir: str | os.Path
     value = str(metric_release)
     if value == "auto":
         value = detect_layout(dataset_dir)
+        if value not in METRIC_CHOICES:  # scanner raw data belongs to no challenge: the paper's per-image max rule
+            logger.info("scoring %s (%s data) with the per-image max normalisation", dataset_dir, value)
+            return "max"
         logger.info("scoring with the official CMRxRecon%s metric (the release of %s)", value, dataset_dir)
     if value not in METRIC_CHOICES:
         raise ValueError(f"metric_release must be 'auto' or one of {', '.join(METRIC_CHOICES)}, got {metric_release!r}")
