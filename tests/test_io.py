@@ -323,3 +323,17 @@ def test_display_matches_the_viewer_convention_of_the_nifti_affine(tmp_path):
     assert np.all(shown[:, 0] == 0.5)  # the +x (R) edge is the left column
     assert display_box(((2, 5), (1, 3)), (nx, ny)) == (ny - 3, ny - 1, nx - 5, nx - 2)
     assert shown[ny - 3 : ny - 1, nx - 5 : nx - 2].shape == (2, 3)
+
+
+def test_discard_partial_removes_only_the_temporary_files_of_its_own_output(tmp_path):
+    from bundle.files import discard_partial, partial_files
+
+    target = tmp_path / "sub[1]" / "cine.nii.gz"
+    atomic_write(target, lambda tmp: tmp.write_bytes(b"done"))
+    mine = target.with_name(".cine.nii.gz.k2j3h4.tmp.nii.gz")  # as atomic_write names it; left by a kill
+    other = target.with_name(".t1map.nii.gz.a1b2c3.tmp.nii.gz")
+    mine.write_bytes(b"half"), other.write_bytes(b"half")
+    assert partial_files(target) == [mine]
+    assert discard_partial(target) == [mine]
+    assert not mine.exists() and other.exists() and target.read_bytes() == b"done"
+    assert partial_files(tmp_path / "missing" / "x.png") == []
