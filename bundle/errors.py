@@ -17,6 +17,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "OutputDirError",
     "RunStateError",
+    "RankLostError",
     "CMRDataError",
     "MatFileError",
     "MissingKeyError",
@@ -114,6 +115,14 @@ class OutputDirError(BundleError):
 
 class RunStateError(BundleError):
     """Checkpoints or a patient split on disk belong to another dataset or network than this run's."""
+
+
+class RankLostError(BundleError):
+    """Under torchrun, another rank died or hung: ``ranks`` are those that never arrived where this one waited."""
+
+    def __init__(self, message: str, *, ranks=(), **kwargs):
+        super().__init__(message, **kwargs)
+        self.ranks = list(ranks)
 
 
 # --------------------------------------------------------------------------------------------------- CLI

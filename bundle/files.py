@@ -8,6 +8,7 @@ through :func:`atomic_write`, so a crash or a full disk never leaves a half-writ
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import re
 import tempfile
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from bundle.errors import UnsafePathError
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "partial_files", "discard_partial"]
 
 _UMASK_LOCK = threading.Lock()
 
@@ -51,6 +52,25 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def partial_files(path: str | os.PathLike) -> list[Path]:
+    """Temporary files that :func:`atomic_write` left beside ``path`` when its process was killed mid-write."""
+    dest = Path(path)
+    if not dest.parent.is_dir():
+        return []
+    return sorted(p for p in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp*") if p.is_file())
+
+
+def discard_partial(path: str | os.PathLike) -> list[Path]:
+    """Remove the :func:`partial_files` of ``path`` (half-written by a killed run); returns those removed.
+
+    Call it only from the process that is about to write ``path`` (no other writer of it is running then).
+    """
+    removed = partial_files(path)
+    for leftover in removed:
+        leftover.unlink(missing_ok=True)
+    return removed
 
 
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], object]) -> Path:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -226,3 +228,99 @@ def test_two_launchers_nnodes_2_train_like_one_launcher_with_two_processes(tree,
     # Global rank 0 alone wrote the run's files: one TensorBoard writer, one split, one run.json.
     writers = {p.name.split(".")[-2] for p in (tmp_path / "two" / "runs").rglob("events.out.tfevents.*")}
     assert len(writers) == 1
+
+
+# --------------------------------------------------------------------------------------------------- a rank dies
+
+
+def _launch(tree: Path, model: Path, output: Path, **extra) -> subprocess.Popen:
+    """The two-process inference command of :func:`_infer`, started in the background (stderr into stdout)."""
+    settings = dict(
+        dataset_dir=str(tree), model_path=str(model), output_dir=str(output), modalities=["Cine", "Mapping"]
+    )
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
+    configs = str([str(CONFIGS / "inference.yaml"), OVERLAY])
+    args = launcher + ["-m", "monai.bundle", "run", "inference", "--config_file", configs]
+    args += _overrides(**{**settings, **extra})
+    return subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _hit_rank_1_after_its_first_file(launcher: subprocess.Popen, signum: int, until: str | None = None) -> dict:
+    """Read the job's log; send ``signum`` to rank 1 once it wrote its first file. Returns the log and times.
+
+    With ``until``, rank 1 gets ``SIGCONT`` once a line holds it (a stopped rank then takes torchrun's SIGTERM).
+    """
+    import re
+    import signal
+    import threading
+
+    watchdog = threading.Timer(300, launcher.kill)
+    watchdog.start()
+    lines, pid, hit, seen = [], None, None, None
+    try:
+        for line in launcher.stdout:
+            lines.append(line)
+            found = re.search(r"rank 1 of 2 \(gloo, pid (\d+)", line)
+            if found:
+                pid = int(found.group(1))
+            if hit is None and pid is not None and "wrote outputs of" in line and "(rank 1)" in line:
+                os.kill(pid, signum)
+                hit = time.monotonic()
+            if until is not None and seen is None and until in line:
+                seen = time.monotonic()
+                os.kill(pid, signal.SIGCONT)
+        launcher.wait()
+    finally:
+        watchdog.cancel()
+    return {"log": "".join(lines), "pid": pid, "hit": hit, "seen": seen, "end": time.monotonic()}
+
+
+def _partial(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob(".*.tmp*") if p.is_file())
+
+
+def test_a_rank_killed_mid_run_fails_the_job_naming_it_and_the_rerun_completes_it(tree, model, tmp_path):
+    import signal
+
+    one = _infer(tree, model, tmp_path / "one", 1)
+    assert one.returncode == 0, _tail(one)
+    run = _hit_rank_1_after_its_first_file(_launch(tree, model, tmp_path / "two"), signal.SIGKILL)
+    log = run["log"]
+    assert run["hit"] is not None, log[-3000:]
+    assert run["end"] - run["hit"] < 60, "the surviving rank did not stop in time"
+    # torchrun stops rank 0 and names the dead rank as the root cause.
+    assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)", log) and "exitcode  : -9" in log, log[-3000:]
+    out = tmp_path / "two"
+    inputs = len(list((tmp_path / "one" / "preview").rglob("*.png")))
+    complete = sorted(out.rglob("preview/**/*.png"))  # a file's preview is its last output
+    assert 0 < len(complete) < inputs, (len(complete), inputs)
+    # A file half-written when the rank died (planted, as the kill may land between two files): the NIfTI of
+    # a finished file replaced by a truncated temporary file.
+    victim = out / "nifti" / complete[0].relative_to(out / "preview").with_suffix(".nii.gz")
+    stale = victim.with_name(f".{victim.name}.x1y2z3.tmp.nii.gz")
+    stale.write_bytes(victim.read_bytes()[:100])
+    victim.unlink()
+
+    again = _infer(tree, model, out, 2)
+    assert again.returncode == 0, _tail(again)
+    redone = (again.stdout + again.stderr).count("wrote outputs of")
+    assert redone == inputs - len(complete) + 1  # only the missing and incomplete files
+    assert _partial(out) == []
+    expected, got = _files(tmp_path / "one"), _files(tmp_path / "two")
+    expected.pop("report.html"), got.pop("report.html")
+    assert sorted(got) == sorted(expected)
+    assert [name for name in expected if got[name] != expected[name]] == []
+
+
+def test_a_rank_that_hangs_is_named_by_the_rank_waiting_for_it_within_the_timeout(tree, model, tmp_path):
+    import signal
+
+    marker = "stopped sending heartbeats"
+    launcher = _launch(tree, model, tmp_path / "out", dist_timeout_s=30)
+    run = _hit_rank_1_after_its_first_file(launcher, signal.SIGSTOP, until=marker)
+    log = run["log"]
+    assert run["hit"] is not None and run["seen"] is not None, log[-3000:]
+    assert launcher.returncode != 0
+    assert re.search(r"rank 1 of 2 stopped sending heartbeats \(rank 1 [\d.]+ s ago; killed or hung\)", log), log
+    assert run["seen"] - run["hit"] < 30  # given up on after its heartbeat stood still (3 s), within the timeout
+    assert _partial(tmp_path / "out") == []

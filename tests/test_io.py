@@ -428,3 +428,17 @@ def test_extra_outputs_take_voxel_size_and_frame_time_from_the_geometry(tmp_path
     assert float(first.RepetitionTime) == 40.0 and float(first.TriggerTime) == 5.0
     plain = extras.describe(str(file), "cine_sax", {}, (10, 8, 3, 4), (1.5, 1.5, 8.0), None, 50.0, None)
     assert plain["voxel"] == [1.5, 1.5, 8.0] and plain["geometry"] is None and plain["scan_info"] is None
+
+
+def test_discard_partial_removes_only_the_temporary_files_of_its_own_output(tmp_path):
+    from bundle.files import discard_partial, partial_files
+
+    target = tmp_path / "sub[1]" / "cine.nii.gz"
+    atomic_write(target, lambda tmp: tmp.write_bytes(b"done"))
+    mine = target.with_name(".cine.nii.gz.k2j3h4.tmp.nii.gz")  # as atomic_write names it; left by a kill
+    other = target.with_name(".t1map.nii.gz.a1b2c3.tmp.nii.gz")
+    mine.write_bytes(b"half"), other.write_bytes(b"half")
+    assert partial_files(target) == [mine]
+    assert discard_partial(target) == [mine]
+    assert not mine.exists() and other.exists() and target.read_bytes() == b"done"
+    assert partial_files(tmp_path / "missing" / "x.png") == []

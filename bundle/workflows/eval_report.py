@@ -17,6 +17,7 @@ from ignite.engine import Engine, Events
 
 from bundle.io.report import comparison_row, write_eval_report
 from bundle.mri import roi_bounds, zero_filled_image
+from bundle.workflows.distributed import gather_objects
 
 __all__ = ["EvalReportWriter", "best_and_worst"]
 
@@ -88,8 +89,7 @@ class EvalReportWriter:
             # Every rank holds the gathered tables: the images of the chosen files come from whichever rank
             # scored them (a few small arrays each), and rank 0 writes the report.
             wanted = {str(row["file"]) for _, row in chosen}
-            shards: list = [None] * dist.get_world_size()
-            dist.all_gather_object(shards, {f: v for f, v in self._images.items() if f in wanted})
+            shards = gather_objects({f: v for f, v in self._images.items() if f in wanted}, "the report images")
             if dist.get_rank() != 0:
                 return None
             images_of = {}

@@ -18,6 +18,7 @@ from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 
 from bundle.files import atomic_write
+from bundle.workflows.distributed import gather_objects
 
 __all__ = [
     "NonFiniteLossError",
@@ -287,8 +288,7 @@ class BadDataReport:
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
-        shards: list = [None] * dist.get_world_size()
-        dist.all_gather_object(shards, (sorted(self._seen), self.written))
+        shards = gather_objects((sorted(self._seen), self.written), "the bad-data records")
         self.skipped, self.reasons, self._seen = Counter(), {}, set()
         for messages, _ in shards:
             for message in messages:

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from bundle.data.formats import format_named, format_of_path
 from bundle.data.layout import release_of_path
 from bundle.data.records import volume_source
+from bundle.files import discard_partial
 from bundle.io.dicom import as_flag
 from bundle.io.nifti import axis4_unit, default_frame_time, default_voxel_size, save_nifti
 from bundle.io.paths import check_output_dir, derive_output_path, submission_path
@@ -248,6 +249,9 @@ class ReconstructionWriter:
         )
         if not np.isfinite(volume).all():
             raise ValueError(f"{file}: the reconstruction contains NaN or Inf; nothing was written for it")
+        for path in self.output_paths(file):  # a run killed while writing this file left temporary files
+            for leftover in discard_partial(path):
+                logger.warning("removed %s, half-written by an earlier run that was stopped", leftover)
         if self.write_submission and _has_submission(file):
             path = submission_path(file, self.dataset_dir, self.output_dir / "submission")
             selected = run4ranking(volume[:, :, :, 0] if is_4d else volume, series, coil_combined=True)

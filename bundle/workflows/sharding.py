@@ -14,7 +14,9 @@ one) every function here is a no-op and the workflows behave as without the over
   results: rank 0 writes ``report.html``, ``skipped_files.json`` and the summary, and every rank ends with the
   same exit status.
 * :class:`ShardProgress` draws one bar on rank 0 that counts the files of all ranks (files done / total and
-  slices per second), through the process group's key-value store.
+  slices per second), through the job's key-value store (:func:`~bundle.workflows.distributed.rank_store`).
+* Every wait on the other ranks (the split, the end of the work, the gathers) gives up after ``dist_timeout_s``,
+  or as soon as a missing rank stops its heartbeat, naming that rank (:mod:`bundle.workflows.liveness`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bundle.workflows.distributed import barrier, init_distributed
+from bundle.workflows.distributed import barrier, gather_objects, init_distributed, rank_store
 
 __all__ = [
     "balanced_split",
@@ -64,13 +66,14 @@ def rank_note() -> str:
     return f" (rank {rank})" if world > 1 else ""
 
 
-def rank_device() -> torch.device:
+def rank_device(timeout_s: float | None = None) -> torch.device:
     """Join torchrun's process group (when ``WORLD_SIZE`` is set) and return this rank's device.
 
     ``cuda:<LOCAL_RANK>`` on GPUs (the rank's index on its node, not its global rank), else the CPU. The overlay
     sets ``device`` to this, so the process group exists before the datalist and the sampler are built.
+    ``timeout_s``: ``dist_timeout_s``, see :func:`~bundle.workflows.distributed.init_distributed`.
     """
-    init_distributed()
+    init_distributed(timeout_s=timeout_s)
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
@@ -113,7 +116,7 @@ def shard_files(paths: Sequence[str]) -> list[str]:
     world, rank = world_and_rank()
     if world == 1:
         return list(paths)
-    barrier()
+    barrier("the split of the files")
     sizes = [(str(p), _size(str(p))) for p in paths]
     shards = balanced_split(sizes, world)
     by_name = dict(sizes)
@@ -123,25 +126,14 @@ def shard_files(paths: Sequence[str]) -> list[str]:
     return [p for p in paths if str(p) in mine]
 
 
-def gather_objects(obj) -> list:
-    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``all_gather_object``); ``[obj]`` in one process."""
-    world, _ = world_and_rank()
-    if world == 1:
-        return [obj]
-    gathered: list = [None] * world
-    torch.distributed.all_gather_object(gathered, obj)
-    return gathered
-
-
 class ShardProgress:
     """One progress bar, on rank 0, for the files of every rank: ``files done / total`` and slices per second.
 
-    Ranks add their counts to the process group's key-value store (one ``add`` per batch); rank 0 reads the
-    totals whenever it finishes a batch, and at the end (:meth:`finish`) keeps drawing until every rank is done.
-    Without a process group nothing is counted (the writer's per-file bars are used instead).
+    Ranks add their counts to the job's key-value store (one ``add`` per batch); rank 0 reads the totals
+    whenever it finishes a batch, and at the end (:meth:`finish`) keeps drawing until every rank is done (or
+    one is lost: then it raises naming it). Without a process group nothing is counted (the writer's per-file
+    bars are used instead).
     """
-
-    _KEYS = ("files", "slices", "total", "finished")
 
     def __init__(self, prefix: str = "shard_progress"):
         self.prefix = prefix
@@ -157,11 +149,9 @@ class ShardProgress:
 
     def start(self, own_files: int) -> None:
         """Register this rank's number of files (called once the files are dealt)."""
-        if not is_sharded():
+        if not is_sharded() or rank_store() is None:
             return
-        from torch.distributed import distributed_c10d
-
-        self._store = distributed_c10d._get_default_store()
+        self._store = rank_store()
         self.start_time = time.monotonic()
         self._add("total", own_files)
         if world_and_rank()[1] == 0:
@@ -187,19 +177,20 @@ class ShardProgress:
         self.bar.set_postfix_str(f"{slices / elapsed:.2f} slice/s", refresh=False)
         self.bar.refresh()
 
-    def finish(self, poll_s: float = 0.5) -> None:
-        """Mark this rank done; rank 0 keeps the bar moving until every rank is."""
+    def finish(self) -> None:
+        """Mark this rank done and wait for the others (rank 0 keeps the bar moving meanwhile).
+
+        Raises :class:`~bundle.errors.RankLostError` naming a rank that never finishes (dead or hung).
+        """
         if self._store is None:
             return
-        world, _ = world_and_rank()
-        self._add("finished", 1)
-        if self.bar is not None:
-            while self._add("finished", 0) < world:
+        try:
+            barrier("the end of the reconstruction", while_waiting=self._draw)
+        finally:
+            if self.bar is not None:
                 self._draw()
-                time.sleep(poll_s)
-            self._draw()
-            self.bar.close()
-        self._store = None
+                self.bar.close()
+            self._store = None
 
 
 _PROGRESS = ShardProgress()
@@ -222,7 +213,7 @@ def gather_inference(writer, report, write_html: Callable[[], object] | None = N
         return
     progress().finish()
     extras = writer.extras
-    shards = gather_objects({str(k): dict(v) for k, v in extras.rows.items()})
+    shards = gather_objects({str(k): dict(v) for k, v in extras.rows.items()}, "the files written")
     if world_and_rank()[1] == 0:
         merged: dict[str, dict] = {}
         for rows in shards:

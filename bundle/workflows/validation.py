@@ -29,7 +29,7 @@ from bundle.metrics import (
     series_type,
 )
 from bundle.mri import crop_roi, zero_filled_image
-from bundle.workflows.distributed import is_main_process
+from bundle.workflows.distributed import gather_objects, is_main_process
 
 __all__ = ["ChallengeMetric", "MetricsTableWriter", "select_ranking_items", "validation_items"]
 
@@ -190,8 +190,7 @@ class ChallengeMetric(Metric):
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
-        shards: list = [None] * dist.get_world_size()
-        dist.all_gather_object(shards, self.rows)
+        shards = gather_objects(self.rows, "the metric rows")
         unique = {(r["file"], r["z"], r["t"]): r for shard in shards for r in shard}
         self.rows = [unique[key] for key in sorted(unique)]
 
