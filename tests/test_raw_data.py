@@ -224,3 +224,59 @@ def test_the_zero_filled_raw_image_shows_the_marker_where_the_geometry_puts_it(r
         y, x = np.unravel_index(np.argmax(image), image.shape)
         assert (x, y) == (i, j), name
         reader.close()
+
+
+def _cause(error_type, fn):
+    with pytest.raises(Exception) as info:
+        fn()
+    err = info.value
+    while err is not None and not isinstance(err, error_type):
+        err = err.__cause__ or err.__context__
+    assert err is not None, f"{error_type.__name__} not raised: {info.value!r}"
+    return err
+
+
+def test_inference_names_a_bad_raw_file_and_writes_the_others(raw_root, trained, tmp_path):
+    """A radial file and an irregular stack among good files: the radial one is refused by name, the irregular one
+    gets DICOM only, the good one everything; the run ends with the partial-success status."""
+    from bundle.workflows.handlers import SkippedDataError
+    from tests.helpers import edit_ismrmrd_readouts, edit_ismrmrd_xml
+
+    root, _ = raw_root
+    site = tmp_path / "site"
+    (site / "P001").mkdir(parents=True)
+    (site / "P001" / "cine_sax.h5").write_bytes((root / "P001" / "cine_sax.h5").read_bytes())
+    write_ismrmrd_phantom(site / "P004" / "radial.h5", **RAW_TINY, seed=4)
+    edit_ismrmrd_xml(site / "P004" / "radial.h5", lambda xml: xml.replace(">cartesian<", ">radial<"))
+    write_ismrmrd_phantom(site / "P005" / "cine_sax.h5", **RAW_TINY, seed=5)
+
+    def shift_second_slice(records):  # the second slice moves 5 mm in-plane: no single affine fits the stack
+        second = records["head"]["idx"]["slice"] == 1
+        records["head"]["position"][second, 0] += 5.0
+        return records
+
+    edit_ismrmrd_readouts(site / "P005" / "cine_sax.h5", shift_second_slice)
+    out = tmp_path / "out"
+    overrides = {
+        "bundle_root": str(REPO),
+        "dataset_dir": str(site),
+        "model_path": str(trained / "models" / "model.pt"),
+        "output_dir": str(out),
+        "num_workers": 0,
+        "num_coils": RAW_TINY["nc"],
+        "dicom": True,
+        **TINY_NET,
+    }
+    workflow = _workflow(["inference.yaml"], "inference", **overrides)
+    workflow.initialize()
+    workflow.run()
+    error = _cause(SkippedDataError, workflow.finalize)
+    assert "radial.h5" in str(error) and "radial" in str(error).lower()
+    skipped = json.loads((out / "skipped_files.json").read_text())
+    assert any("radial.h5" in json.dumps(entry) for entry in skipped["skipped"] if isinstance(skipped, dict)) or (
+        "radial.h5" in json.dumps(skipped)
+    )
+    assert (out / "nifti" / "P001" / "cine_sax.nii.gz").is_file()
+    assert not (out / "nifti" / "P005" / "cine_sax.nii.gz").exists()
+    assert len(list((out / "dicom" / "P005" / "cine_sax").glob("IM_*.dcm"))) == RAW_TINY["nz"] * RAW_TINY["nt"]
+    assert not list((out / "nifti").rglob("radial*")) and not list((out / "dicom").rglob("radial*"))

@@ -119,6 +119,8 @@ class ReconstructionWriter:
         self.report = report
         self._volumes: dict[str, dict] = {}
         self._failed: set[str] = set()  # files with a bad slice: their remaining slices are ignored
+        # Raw files whose slices are no regular stack: no single NIfTI affine exists, so only DICOM states them.
+        self._no_nifti: set[str] = set()
         self.written: list[Path] = []
 
         self.extras = ExtraOutputs(self.dataset_dir, self.output_dir, model_path, network, as_flag(write_dicom))
@@ -128,13 +130,14 @@ class ReconstructionWriter:
         """Every output this writer produces for the input ``file`` (with its current switches)."""
 
         paths = []
+        with_nifti = self.write_nifti and file not in self._no_nifti
         if self.write_submission and _has_submission(file):
             paths.append(submission_path(file, self.dataset_dir, self.output_dir / "submission"))
-        if self.write_nifti:
+        if with_nifti:
             paths.append(derive_output_path(file, self.dataset_dir, self.output_dir / "nifti", new_suffix=".nii.gz"))
         if self.write_preview:
             paths.append(derive_output_path(file, self.dataset_dir, self.output_dir / "preview", new_suffix=".png"))
-        return paths + self.extras.output_paths(file, self.write_nifti)
+        return paths + self.extras.output_paths(file, with_nifti)
 
     def is_done(self, file: str) -> bool:
         """Whether every output of ``file`` exists. Each is written atomically, so one that exists is complete.
@@ -249,6 +252,13 @@ class ReconstructionWriter:
         )
         if not np.isfinite(volume).all():
             raise ValueError(f"{file}: the reconstruction contains NaN or Inf; nothing was written for it")
+        if self.write_nifti and geometry is not None and not geometry.is_regular_stack:
+            self._no_nifti.add(file)
+            logger.warning(
+                "%s: its slices are not parallel and equally spaced, so no NIfTI affine can state them; "
+                "no NIfTI written (the DICOM series states every slice)",
+                file,
+            )
         for path in self.output_paths(file):  # a run killed while writing this file left temporary files
             for leftover in discard_partial(path):
                 logger.warning("removed %s, half-written by an earlier run that was stopped", leftover)
@@ -260,7 +270,7 @@ class ReconstructionWriter:
                 selected = matlab_shape(selected)  # the shape of the GT file, which the 2025 scorer compares
             save_submission(path, selected)
             self.written.append(Path(path))
-        if self.write_nifti:
+        if self.write_nifti and file not in self._no_nifti:
             path = derive_output_path(file, self.dataset_dir, self.output_dir / "nifti", new_suffix=".nii.gz")
             unit = axis4_unit(series)
             step = 1.0 if unit == "unknown" else frame_time

@@ -17,16 +17,17 @@ from .harness import RSSMonitor, apply_malloc_tuning, machine_info, run_child
 from .inference import section_infer
 from .model import Bench, precision_of
 from .precision import section_demo, section_precision
+from .raw import section_raw
 from .report import print_tables
 from .training import section_ckpt, section_loss, section_train
 from .weights import section_import
 
 SECTIONS = ("train", "infer", "data", "loss", "flops")
-EXTRA_SECTIONS = ("ckpt", "import", "precision", "demo")
+EXTRA_SECTIONS = ("ckpt", "import", "precision", "demo", "raw")
 # In-process order: the data section forks DataLoader workers, so it runs late.
-RUN_ORDER = ("train", "loss", "infer", "flops", "precision", "ckpt", "data", "import", "demo")
+RUN_ORDER = ("train", "loss", "infer", "flops", "precision", "ckpt", "data", "import", "demo", "raw")
 # Sections that do not depend on --size: they run once, with the first size.
-SIZE_FREE = ("import", "demo")
+SIZE_FREE = ("import", "demo", "raw")
 # Sections that start their own subprocesses (never run in a --subprocess child themselves).
 OWN_SUBPROCESSES = ("ckpt",)
 
@@ -102,6 +103,9 @@ def build_parser(
     )
     p.add_argument("--data-items", type=int, default=6, help="items timed per transform (CPU time, in-process)")
     p.add_argument("--demo-size", default="small", help="demo dataset size of the demo section (small, tiny, ...)")
+    p.add_argument("--raw-items", type=int, default=8, help="raw section: slice items loaded per pass")
+    p.add_argument("--raw-repeats", type=int, default=5, help="raw section: timed passes (the median is reported)")
+    p.add_argument("--raw-frames", type=int, default=5, help="raw section: neighbour frames per slice item")
     p.add_argument(
         "--demo-modalities", type=parse_str_list, default=None, help="demo section: only these, e.g. Cine,Mapping"
     )
@@ -157,6 +161,8 @@ def run_in_process(args: argparse.Namespace, section: str, size: tuple[int, int]
         return section_ckpt(args, size)
     if section == "import":
         return section_import(args)
+    if section == "raw":
+        return section_raw(args)
     return section_demo(args, device)
 
 

@@ -244,6 +244,23 @@ TABLES: tuple[Table, ...] = (
         only_ok=True,
     ),
     Table(
+        "Scanner raw data (ISMRMRD) against .mat: indexing in a fresh process, one slice with its neighbour frames",
+        "raw",
+        (
+            C("matrix", "matrix"),
+            C("file MB", "raw_file_mb"),
+            C("readouts", "readouts"),
+            C("index s", "index_s"),
+            C("readouts/s", "readouts_per_s"),
+            C("MB/s", "mb_per_s"),
+            C(".mat index s", "mat_index_s"),
+            C("raw item ms", "raw_item_ms"),
+            C(".mat item ms", "mat_item_ms"),
+            C("raw/.mat", "raw_over_mat"),
+        ),
+        only_ok=True,
+    ),
+    Table(
         "Summary (targets are shown, not asserted)",
         "summary",
         tuple(
