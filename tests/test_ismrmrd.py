@@ -77,6 +77,15 @@ def test_read_frames_with_repeats_read_slab_read_rows(tmp_path):
         reader.read_rows(0, 0, [24])
 
 
+def test_memory_mapped_samples_equal_h5py_reads(tmp_path):
+    path, _ = _write(tmp_path, noise=0.01, noise_readouts=4, asymmetric_echo=0.8, reverse_every_other=True)
+    series = scan_raw_file(path)[0]
+    mapped, plain = RawSliceReader(series), RawSliceReader(series, memory_map=False)
+    np.testing.assert_array_equal(mapped.read_frames(1, [0, 2, 3]), plain.read_frames(1, [0, 2, 3]))
+    assert mapped._heaps["dataset"] is not None and plain._heaps["dataset"] is None
+    np.testing.assert_array_equal(mapped.whitening, plain.whitening)
+
+
 def test_reader_pickles_cheaply_and_reopens(tmp_path):
     path, truth = _write(tmp_path)
     reader = RawSliceReader(scan_raw_file(path)[0], prewhiten=False)

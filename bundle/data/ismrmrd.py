@@ -867,12 +867,139 @@ def scan_raw_file(
     return [s for s, _ in _scan(os.fspath(path), group, series_type)]
 
 
+# --------------------------------------------------------------------------------------------------- samples
+
+
+class _HeapMap:
+    """File offsets of the samples of every readout, for reading them through a memory map instead of h5py.
+
+    ``data`` is a variable-length field: each record holds a 16-byte descriptor (element count, global-heap
+    collection address, object index) and the floats sit in HDF5 global-heap collections. h5py reads such a
+    field one heap object at a time (about 50 µs per readout); with the offsets known, a readout is a slice of a
+    ``np.memmap``. Built from the raw bytes of the unfiltered chunks (or contiguous storage) and the collections'
+    own headers; any layout it does not understand returns None, and the caller keeps using h5py. Every offset is
+    checked against h5py for a few readouts before it is trusted.
+    """
+
+    def __init__(self, offsets: np.ndarray, counts: np.ndarray, mapped: np.ndarray):
+        self.offsets, self.counts = offsets, counts
+        self.mapped = mapped.view(np.ndarray)  # the memmap subclass costs ~3 µs per slice
+        self.aligned = bool((offsets % 4 == 0).all())
+        self.floats = self.mapped[: self.mapped.size // 4 * 4].view(np.float32) if self.aligned else None
+
+    def record(self, i: int) -> np.ndarray:
+        start = int(self.offsets[i])
+        return self.mapped[start : start + 4 * int(self.counts[i])].view(np.float32)
+
+    def gather(self, index: np.ndarray, count: int) -> np.ndarray | None:
+        """Records ``index`` of ``count`` floats each as ``(len(index), count)`` float32 (one fancy read);
+        None when a record holds another count."""
+        if (self.counts[index] != count).any():
+            return None
+        out = np.empty((index.size, count), np.float32)
+        if self.floats is None:
+            for j, i in enumerate(index.tolist()):
+                out[j] = self.record(i)
+            return out
+        floats = self.floats
+        for j, start in enumerate((self.offsets[index] // 4).tolist()):  # contiguous slices beat a fancy index
+            out[j] = floats[start : start + count]
+        return out
+
+    @classmethod
+    def build(cls, path: str, f: h5py.File, ds: h5py.Dataset) -> _HeapMap | None:
+        try:
+            return cls._build(path, f, ds)
+        except Exception:  # any surprise in a layout read by hand: fall back to h5py, which is always right
+            return None
+
+    @classmethod
+    def _build(cls, path: str, f: h5py.File, ds: h5py.Dataset) -> _HeapMap | None:
+        tid = ds.id.get_type()
+        names = [tid.get_member_name(i) for i in range(tid.get_nmembers())]
+        if b"data" not in names or ds.shape[0] == 0 or ds.id.get_create_plist().get_nfilters() != 0:
+            return None
+        member = names.index(b"data")
+        if tid.get_member_type(member).get_size() != 16 or f.id.get_create_plist().get_sizes() != (8, 8):
+            return None
+        rec_size, field = tid.get_size(), tid.get_member_offset(member)
+        base = f.id.get_create_plist().get_userblock()
+        mapped = np.memmap(path, dtype=np.uint8, mode="r")
+        n = ds.shape[0]
+        starts = np.empty(n, np.int64)  # file offset of each record
+        if ds.chunks is None:
+            offset = ds.id.get_offset()
+            if offset is None:
+                return None
+            starts[:] = offset + np.arange(n) * rec_size
+        else:
+            per = ds.chunks[0]
+            for c in range(ds.id.get_num_chunks()):
+                info = ds.id.get_chunk_info(c)
+                first = info.chunk_offset[0]
+                if info.filter_mask or info.byte_offset is None:
+                    return None
+                k = min(per, n - first)
+                starts[first : first + k] = info.byte_offset + np.arange(k) * rec_size
+        desc = mapped[starts[:, None] + field + np.arange(16)[None, :]]
+        counts = desc[:, :4].copy().view("<u4")[:, 0].astype(np.int64)
+        addresses = desc[:, 4:12].copy().view("<u8")[:, 0].astype(np.int64)
+        objects = desc[:, 12:16].copy().view("<u4")[:, 0].astype(np.int64)
+        offsets = np.empty(n, np.int64)
+        for address in np.unique(addresses):
+            table = cls._collection(mapped, base + int(address))
+            sel = addresses == address
+            offsets[sel] = [table[o] for o in objects[sel].tolist()]
+        heap = cls(offsets, counts, mapped)
+        for i in sorted({0, n // 2, n - 1}):  # trust nothing read by hand that h5py does not confirm
+            if not np.array_equal(heap.record(i), ds.fields("data")[i]):
+                return None
+        return heap
+
+    @staticmethod
+    def _collection(mapped: np.ndarray, at: int) -> dict[int, int]:
+        """Object index -> file offset of its data, from a global-heap collection header (``GCOL``)."""
+        if bytes(mapped[at : at + 4]) != b"GCOL":
+            raise ValueError("not a global heap collection")
+        size = int(mapped[at + 8 : at + 16].copy().view("<u8")[0])
+        table, pos, end = {}, at + 16, at + size
+        while pos + 16 <= end:
+            index = int(mapped[pos : pos + 2].copy().view("<u2")[0])
+            length = int(mapped[pos + 8 : pos + 16].copy().view("<u8")[0])
+            if index == 0:  # free space: the rest of the collection
+                break
+            table[index] = pos + 16
+            pos += 16 + (length + 7) // 8 * 8
+        return table
+
+
 # --------------------------------------------------------------------------------------------------- reading
 
 
 def _fft1c(x: np.ndarray, axis: int, inverse: bool) -> np.ndarray:
     fn = np.fft.ifft if inverse else np.fft.fft
     return np.fft.fftshift(fn(np.fft.ifftshift(x, axes=axis), axis=axis, norm="ortho"), axes=axis)
+
+
+def _sign(n: int) -> np.ndarray:
+    return np.where(np.arange(n) % 2 == 0, 1.0, -1.0).astype(np.float32)
+
+
+def _remove_readout_os(rows: np.ndarray, a: _Axis) -> np.ndarray:
+    """:func:`_resample` along the last axis, for even sizes without the four FFT shifts.
+
+    For even ``N`` the centred transform is ``(-1)^(N/2) s ⊙ fft(s ⊙ x)`` with ``s = (-1)^n``, so the shifts
+    become sign flips; between the inverse and the forward transform they reduce to one constant.
+    """
+    n_enc, crop = a.n_enc, a.crop
+    if n_enc % 2 or crop % 2 or not a.resamples:
+        return _resample(rows, -1, a)
+    lo = n_enc // 2 - crop // 2
+    rows = rows * _sign(n_enc)
+    img = np.fft.ifft(rows, axis=-1, norm="ortho")[..., lo : lo + crop]
+    out = np.fft.fft(img, axis=-1, norm="ortho")
+    out *= _sign(crop) * np.float32((-1) ** ((n_enc // 2 + lo + crop // 2) % 2))
+    return _resample(out.astype(np.complex64, copy=False), -1, dataclasses.replace(a, n_enc=crop, crop=crop))
 
 
 def _resample(k: np.ndarray, axis: int, a: _Axis) -> np.ndarray:
@@ -911,8 +1038,10 @@ class RawSliceReader:
 
     is_complex = True
 
-    def __init__(self, series: RawSeries, *, prewhiten: bool = True):
+    def __init__(self, series: RawSeries, *, prewhiten: bool = True, memory_map: bool = True):
         self.path = series.path
+        self.memory_map = bool(memory_map)
+        self._heaps: dict[str, _HeapMap | None] = {}
         self.group = series.group
         self.entry = series.entry
         self.prewhiten = bool(prewhiten)
@@ -945,6 +1074,7 @@ class RawSliceReader:
                 raise RawDataError.at(self.path, f"no series {self.key!r} in the file any more (it changed on disk)")
             self._plan = plans[self.entry]
             self._file = _open(self.path)
+            self._heaps = {}
             self._pid = os.getpid()
         return self._plan
 
@@ -991,6 +1121,9 @@ class RawSliceReader:
         if index.size == 0:
             return []
         ds = self._file[group]["data"]
+        heap = self._heap(group)
+        if heap is not None:
+            return [heap.record(i) for i in index.tolist()]
         try:
             lo, hi = int(index[0]), int(index[-1]) + 1
             if hi - lo <= 2 * index.size + 16:  # nearly contiguous: one range read is cheaper than a point list
@@ -1003,30 +1136,49 @@ class RawSliceReader:
             ) from err
 
     def _readouts(self, plan: _Plan, index: np.ndarray, signature: np.ndarray) -> np.ndarray:
-        """Readouts ``index`` (file order, ascending) as processed encoded rows ``(n, nc, nx_out)`` complex64."""
-        order = np.argsort(index, kind="stable")
-        uniq = index[order]
-        records = self._read_records(plan.group, uniq)
+        """Readouts ``index`` as processed rows ``(n, nc, nx)`` complex64: samples placed on the encoded readout,
+        oversampling removed, prewhitened, conjugated (Siemens)."""
         rows = np.zeros((index.size, plan.nc, plan.x.n_enc), np.complex64)
-        for pos, rec in zip(order.tolist(), records, strict=True):
-            samples, pre, post, c0, reverse = plan.signatures[signature[pos]]
-            expected = 2 * plan.nc * samples
-            if rec.size != expected:
-                raise RawDataError.at(
-                    self.path,
-                    f"readout {int(index[pos])} holds {rec.size} values, its header "
-                    f"says {plan.nc} coils x {samples} samples",
-                )
-            line = rec.view(np.complex64).reshape(plan.nc, samples)[:, pre : samples - post]
-            if reverse:
-                line = line[:, ::-1]
-            rows[pos, :, c0 : c0 + line.shape[1]] = line
-        w = self.whitening
-        if w is not None:
-            rows = np.einsum("ij,njx->nix", w, rows, optimize=True)
-        if plan.conjugate:
+        heap = self._heap(plan.group)
+        for sig in np.unique(signature).tolist():
+            samples, pre, post, c0, reverse = plan.signatures[sig]
+            where = np.flatnonzero(signature == sig)
+            if heap is not None:
+                block = heap.gather(index[where], 2 * plan.nc * samples)
+                if block is None:
+                    self._bad_record(plan, index[where], samples, heap)
+            else:
+                order = np.argsort(index[where], kind="stable")
+                records = self._read_records(plan.group, index[where][order])
+                if any(r.size != 2 * plan.nc * samples for r in records):
+                    self._bad_record(plan, index[where][order], samples, records)
+                block = np.empty((where.size, 2 * plan.nc * samples), np.float32)
+                block[order] = np.stack(records) if records else block[order]
+            line = block.view(np.complex64).reshape(where.size, plan.nc, samples)[:, :, pre : samples - post]
+            rows[where, :, c0 : c0 + line.shape[-1]] = line[..., ::-1] if reverse else line
+        if plan.conjugate:  # before the oversampling removal, which is not a real operator
             np.conjugate(rows, out=rows)
-        return _resample(rows, -1, plan.x)
+        rows = _remove_readout_os(rows, plan.x)
+        w = self.whitening  # acts on coils, so it commutes with the transform along x: apply it to fewer samples
+        if w is not None:
+            rows = np.matmul(np.conj(w) if plan.conjugate else w, rows)  # conj(W y) = conj(W) conj(y)
+        return rows
+
+    def _bad_record(self, plan: _Plan, index: np.ndarray, samples: int, source) -> None:
+        for i in index.tolist():
+            size = source.counts[i] if isinstance(source, _HeapMap) else None
+            if size is None:
+                size = next(r.size for j, r in zip(index.tolist(), source, strict=True) if j == i)
+            if size != 2 * plan.nc * samples:
+                raise RawDataError.at(
+                    self.path, f"readout {i} holds {size} values, its header says {plan.nc} coils x {samples} samples"
+                )
+
+    def _heap(self, group: str) -> _HeapMap | None:
+        if group not in self._heaps:
+            ds = self._file[group]["data"]
+            self._heaps[group] = _HeapMap.build(self.path, self._file, ds) if self.memory_map else None
+        return self._heaps[group]
 
     def _assemble(
         self, plan: _Plan, rows: np.ndarray, target_rows: np.ndarray, n_slabs: int, slab_of: np.ndarray
@@ -1096,7 +1248,7 @@ class RawSliceReader:
         if self._file is not None and self._pid == os.getpid():
             with contextlib.suppress(Exception):
                 self._file.close()
-        self._file, self._pid, self._whitening = None, None, None
+        self._file, self._pid, self._whitening, self._heaps = None, None, None, {}
 
     def __enter__(self) -> RawSliceReader:
         return self
@@ -1105,14 +1257,14 @@ class RawSliceReader:
         self.close()
 
     def __getstate__(self) -> dict:
-        return {k: getattr(self, k) for k in ("path", "group", "entry", "prewhiten", "shape")} | {
+        return {k: getattr(self, k) for k in ("path", "group", "entry", "prewhiten", "memory_map", "shape")} | {
             "_series_type": self._series_type
         }
 
     def __setstate__(self, state: dict) -> None:
         for k, v in state.items():
             setattr(self, k, v)
-        self._plan, self._file, self._pid, self._whitening = None, None, None, None
+        self._plan, self._file, self._pid, self._whitening, self._heaps = None, None, None, None, {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r}, key={self.key!r})"
