@@ -439,6 +439,20 @@ def test_readouts_with_differing_coil_counts(tmp_path):
     _fails(path, r"differing coil counts .*\{2: 1, 3: 23\}")
 
 
+def test_readout_shorter_than_its_header_says(tmp_path):
+    path, _ = _write(tmp_path, nz=1, nt=1)
+
+    def short(records):
+        records["data"][7] = records["data"][7][:-6]
+        return records
+
+    edit_ismrmrd_readouts(path, short)
+    series = scan_raw_file(path)[0]  # headers only: the samples are not read here
+    for memory_map in (True, False):
+        with pytest.raises(RawDataError, match=r"readout 7 holds 378 values, its header says 3 coils x 64 samples"):
+            RawSliceReader(series, memory_map=memory_map).read_slab(0, 0)
+
+
 def test_lines_outside_the_encoded_matrix(tmp_path):
     path, _ = _write(tmp_path, nz=1, nt=1, vendor="GE")
 

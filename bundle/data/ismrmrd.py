@@ -1208,6 +1208,9 @@ class RawSliceReader:
 
     def read_frames(self, z: int, frames: Sequence[int]) -> np.ndarray:
         """Frames ``frames`` of slice ``z``: ``(len(frames), nc, ny, nx)`` complex64; repeats read once."""
+        return self._frames(z, frames, None)
+
+    def _frames(self, z: int, frames: Sequence[int], rows: np.ndarray | None) -> np.ndarray:
         plan = self._ensure()
         frames = [self._check(t, z)[0] for t in frames]
         z = operator.index(z)
@@ -1215,8 +1218,11 @@ class RawSliceReader:
         parts = [np.arange(plan.starts[z, t], plan.starts[z, t + 1]) for t in distinct]
         sel = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         slab_of = np.repeat(np.arange(len(distinct)), [p.size for p in parts])
-        rows = self._readouts(plan, plan.index[sel], plan.signature[sel])
-        slabs = self._assemble(plan, rows, plan.row[sel], len(distinct), slab_of)
+        if rows is not None and not plan.y.resamples:  # only the readouts of the wanted rows
+            keep = np.isin(plan.row[sel] + plan.y.offset, rows)
+            sel, slab_of = sel[keep], slab_of[keep]
+        data = self._readouts(plan, plan.index[sel], plan.signature[sel])
+        slabs = self._assemble(plan, data, plan.row[sel], len(distinct), slab_of)
         where = {t: i for i, t in enumerate(distinct)}
         return slabs[[where[t] for t in frames]]
 
@@ -1225,11 +1231,12 @@ class RawSliceReader:
         return self.read_frames(z, [t])[0]
 
     def read_rows(self, t: int, z: int, rows: Sequence[int]) -> np.ndarray:
-        """ky rows ``rows`` of frame ``t``, slice ``z``: ``(nc, len(rows), nx)`` complex64."""
+        """ky rows ``rows`` of frame ``t``, slice ``z``: ``(nc, len(rows), nx)`` complex64 (only their readouts
+        are read, unless a phase-oversampling crop mixes rows)."""
         rows = np.asarray(rows, dtype=np.intp)
         if rows.size and (rows.min() < 0 or rows.max() >= self.ny):
             raise RawDataError.at(self.path, f"ky rows {rows.min()}..{rows.max()} are outside ny={self.ny}")
-        return np.take(self.read_slab(t, z), rows, axis=-2)
+        return np.take(self._frames(z, [t], rows)[0], rows, axis=-2)
 
     def calibration(self, z: int) -> np.ndarray | None:
         """Separate ACS readouts of slice ``z`` as ``(nc, ny, nx)`` complex64 (zero elsewhere), or None."""
