@@ -224,6 +224,30 @@ def test_oblique_left_handed_geometry_and_marker_position(tmp_path, vendor):
         assert geo.trigger_times_ms is None
 
 
+def test_readouts_without_geometry_give_no_geometry(tmp_path):
+    path, truth = _write(tmp_path)
+
+    def no_geometry(records):
+        for field in ("position", "read_dir", "phase_dir", "slice_dir"):
+            records["head"][field] = 0
+        return records
+
+    edit_ismrmrd_readouts(path, no_geometry)
+    series = scan_raw_file(path)[0]
+    assert series.geometry is None
+    # Slices then follow the slice counter, which the writer runs against the positions.
+    with RawSliceReader(series, prewhiten=False) as reader:
+        np.testing.assert_allclose(_volume(reader), truth.kspace[:, ::-1], atol=1e-5)
+    path2, _ = _write(tmp_path, "bad.h5", nz=1, nt=1)
+
+    def not_unit(records):
+        records["head"]["read_dir"][:, 0] = 3.0
+        return records
+
+    edit_ismrmrd_readouts(path2, not_unit)
+    _fails(path2, "slice counter 0: impossible readout geometry")
+
+
 def test_siemens_and_other_vendors_give_the_same_upright_image(tmp_path):
     p1, t1 = _write(tmp_path, "siemens.h5", vendor="SIEMENS")
     p2, t2 = _write(tmp_path, "philips.h5", vendor="Philips")

@@ -354,7 +354,8 @@ class RawSeries:
         acceleration: ``round(lines / mean lines per frame)``, lines counted without the rows padded by design.
         fully_sampled: every line not padded by design is acquired in every frame.
         padded: ``(ny, nx)`` bool, k-space zero by design (partial-Fourier lines, asymmetric-echo samples).
-        geometry: the patient geometry of the recon matrix.
+        geometry: the patient geometry of the recon matrix; None when the readouts carry none (all direction
+            vectors zero).
         info: scanner and protocol facts (vendor, field_strength_T, TR_ms, ...; see ``docs/design.md``).
         nt_dim: the counter that is the frame axis: ``'phase'``, ``'contrast'``, ``'set'``, ``'repetition'``
             or ``'none'``.
@@ -372,7 +373,7 @@ class RawSeries:
     acceleration: int
     fully_sampled: bool
     padded: np.ndarray
-    geometry: ScanGeometry
+    geometry: ScanGeometry | None
     info: dict
     nt_dim: str
 
@@ -643,14 +644,20 @@ def _scan_group(path: str, f: h5py.File, group: str, forced_type: str | None) ->
         # ----- slices, ordered by position along slice_dir (Siemens slice counters can be chronological)
         slice_counter = idx["slice"][ids]
         counters = np.unique(slice_counter)
-        geo = []
-        for s in counters:
-            h = heads[ids[slice_counter == s][0]]
-            try:
-                geo.append(SliceGeometry(h["position"], h["read_dir"], h["phase_dir"], h["slice_dir"]))
-            except ValueError as err:
-                raise RawDataError.at(path, f"slice counter {int(s)}: impossible readout geometry ({err})") from err
-        order = sorted(range(len(counters)), key=lambda k: (geo[k].location, int(counters[k])))
+        first = heads[[ids[slice_counter == c][0] for c in counters]]
+        dirs = np.concatenate([first["read_dir"], first["phase_dir"], first["slice_dir"]], axis=1)
+        geo: list[SliceGeometry] | None = None
+        if not dirs.any():  # written without geometry (all directions zero): no patient positions to state
+            _log_once(logging.INFO, path, "the readouts carry no geometry (zero directions); slices in counter order")
+        else:
+            geo = []
+            for c, h in zip(counters, first, strict=True):
+                try:
+                    geo.append(SliceGeometry(h["position"], h["read_dir"], h["phase_dir"], h["slice_dir"]))
+                except ValueError as err:
+                    raise RawDataError.at(path, f"slice counter {int(c)}: impossible readout geometry ({err})") from err
+        location = (lambda k: geo[k].location) if geo else (lambda k: 0.0)
+        order = sorted(range(len(counters)), key=lambda k: (location(k), int(counters[k])))
         z_of_counter = np.empty(len(counters), np.int64)
         z_of_counter[order] = np.arange(len(counters))
         z = z_of_counter[np.searchsorted(counters, slice_counter)]
@@ -697,13 +704,15 @@ def _scan_group(path: str, f: h5py.File, group: str, forced_type: str | None) ->
         if conjugate and nt_dim == "phase":
             stamps = heads["physiology_time_stamp"][ids, 0].astype(np.float64)
             trigger = tuple(float(np.median(stamps[t == k])) * _SIEMENS_TICK_MS for k in range(nt))
-        geometry = ScanGeometry(
-            matrix=(nx, ny),
-            fov_mm=(float(rs.fieldOfView_mm.x), float(fov_y), float(rs.fieldOfView_mm.z or es.fieldOfView_mm.z)),
-            slices=tuple(geo[k] for k in order),
-            patient_position=patient_position,
-            trigger_times_ms=trigger,
-        )
+        geometry = None
+        if geo:
+            geometry = ScanGeometry(
+                matrix=(nx, ny),
+                fov_mm=(float(rs.fieldOfView_mm.x), float(fov_y), float(rs.fieldOfView_mm.z or es.fieldOfView_mm.z)),
+                slices=tuple(geo[k] for k in order),
+                patient_position=patient_position,
+                trigger_times_ms=trigger,
+            )
         cal = np.flatnonzero(calib)
         cal = cal[np.isin(idx["slice"][cal], counters)]
         cal_z = z_of_counter[np.searchsorted(counters, idx["slice"][cal])]
