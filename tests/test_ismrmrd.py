@@ -135,6 +135,22 @@ def test_partial_fourier_centre_line(tmp_path, vendor):
     np.testing.assert_array_equal(series.mask[:, :, 0], truth.mask)
 
 
+@pytest.mark.parametrize("acceleration", [1, 4])
+def test_phase_oversampling_cropped_when_fully_sampled_kept_when_undersampled(tmp_path, acceleration):
+    path, truth = _write(tmp_path, phase_os_lines=8, acceleration=acceleration, acs=8, oblique=True)
+    series = _check_kspace(path, truth)
+    assert series.encoded == (32, 64) and series.info["phase_oversampling"] == pytest.approx(32 / 24)
+    ny = 24 if acceleration == 1 else 32  # a crop would mix acquired and missing lines: the encoded FOV is kept
+    assert series.shape[3] == ny and series.geometry.matrix == (32, ny)
+    assert series.geometry.fov_mm[1] == pytest.approx(2.0 * ny)
+    np.testing.assert_array_equal(series.mask[:, :, 0], truth.mask)
+    i0, j0, k0 = truth.marker_voxel
+    assert np.linalg.norm(series.geometry.voxel_lps(i0, j0, k0) - truth.marker_lps) < 1e-3
+    if acceleration == 1:
+        image = rss_np(ifft2c_np(RawSliceReader(series).read_slab(0, k0)), axis=0)
+        assert np.unravel_index(np.argmax(image), image.shape) == (j0, i0)
+
+
 def test_embedded_acs_mask_width_and_acceleration(tmp_path):
     path, truth = _write(tmp_path, acceleration=4, acs=8, nt=4)
     series = _check_kspace(path, truth)

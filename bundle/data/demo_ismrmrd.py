@@ -115,6 +115,7 @@ def _header(
     *,
     nx: int,
     ny: int,
+    nye: int,
     nxe: int,
     nz: int,
     nt: int,
@@ -143,8 +144,8 @@ def _header(
         limits[d] = limit(n)
     encoding = xsd.encodingType(
         encodedSpace=xsd.encodingSpaceType(
-            matrixSize=xsd.matrixSizeType(x=nxe, y=ny, z=1),
-            fieldOfView_mm=xsd.fieldOfViewMm(x=nxe * dx, y=ny * dx, z=thickness),
+            matrixSize=xsd.matrixSizeType(x=nxe, y=nye, z=1),
+            fieldOfView_mm=xsd.fieldOfViewMm(x=nxe * dx, y=nye * dx, z=thickness),
         ),
         reconSpace=xsd.encodingSpaceType(
             matrixSize=xsd.matrixSizeType(x=nx, y=ny, z=1),
@@ -202,6 +203,7 @@ def write_ismrmrd_phantom(
     nz: int = 2,
     nt: int = 6,
     readout_os: int = 2,
+    phase_os_lines: int = 0,
     acceleration: int = 1,
     acs: int = 8,
     noise_readouts: int = 32,
@@ -237,6 +239,8 @@ def write_ismrmrd_phantom(
         seed: everything random (anatomy, coils, noise, order) follows from it.
         nx, ny: recon matrix (readout after oversampling removal, phase lines); nc coils, nz slices, nt frames.
         readout_os: encoded readout = ``readout_os · nx`` samples over ``readout_os`` times the FOV.
+        phase_os_lines: phase oversampling, ``ny + phase_os_lines`` encoded lines over a FOV larger by as many
+            pixels; the reader crops it when fully sampled and keeps it (the truth too) when undersampled.
         acceleration, acs: every ``acceleration``-th line, offset by ``t % acceleration`` per frame, plus ``acs``
             centre lines (flagged as embedded calibration, or written as separate calibration readouts of
             frame 0 with ``separate_acs``).
@@ -265,6 +269,11 @@ def write_ismrmrd_phantom(
     siemens = "siemens" in vendor.lower()
     frame_counter = "contrast" if series in ("T1map", "T2map") else "phase"
     nxe = nx * readout_os
+    nye = ny + int(phase_os_lines)
+    # The reader crops phase oversampling only when every line is acquired; otherwise it keeps the encoded FOV.
+    crop_y = nye != ny and acceleration == 1
+    ny_out = ny if nye == ny or crop_y else nye
+    y0 = nye // 2 - ny // 2
     dx = float(pixel_mm)
 
     # ----- geometry: slices ascending along slice_dir; slice counters in the reverse order
@@ -274,8 +283,8 @@ def write_ismrmrd_phantom(
     spacing = slice_thickness_mm + slice_gap_mm
     positions = [np.asarray(centre_lps) + (k - (nz - 1) / 2) * spacing * slice_dir for k in range(nz)]
     geometry = ScanGeometry(
-        matrix=(nx, ny),
-        fov_mm=(nx * dx, ny * dx, slice_thickness_mm),
+        matrix=(nx, ny_out),
+        fov_mm=(nx * dx, ny_out * dx, slice_thickness_mm),
         slices=tuple(SliceGeometry(tuple(p), tuple(read_dir), tuple(phase_dir), tuple(slice_dir)) for p in positions),
         patient_position=patient_position,
         trigger_times_ms=tuple(t * _RR_MS / nt for t in range(nt)) if siemens and frame_counter == "phase" else None,
@@ -284,12 +293,13 @@ def write_ismrmrd_phantom(
 
     # ----- object and coils on the encoded grid
     anatomy = random_anatomy(rng)
-    images = render_images(series, nt, nz, ny, nxe, anatomy, rng)  # (nt, nz, ny, nxe)
-    mi, mj, mk = nx // 2 + max(1, nx // 5), ny // 2 - max(1, ny // 6), nz - 1
+    images = render_images(series, nt, nz, nye, nxe, anatomy, rng)  # (nt, nz, nye, nxe)
+    mi, mj, mk = nx // 2 + max(1, nx // 5), ny // 2 - max(1, ny // 6), nz - 1  # on the recon grid
     x0 = nxe // 2 - nx // 2
-    images[:, mk, mj, x0 + mi] = 5.0
-    sens = coil_sensitivities(nc, nz, ny, nxe, anatomy, rng)  # (nz, nc, ny, nxe)
-    coil = images[:, :, None] * sens[None]  # (nt, nz, nc, ny, nxe)
+    images[:, mk, y0 + mj, x0 + mi] = 5.0
+    mj_out = mj if ny_out == ny else y0 + mj
+    sens = coil_sensitivities(nc, nz, nye, nxe, anatomy, rng)  # (nz, nc, nye, nxe)
+    coil = images[:, :, None] * sens[None]  # (nt, nz, nc, nye, nxe)
     to_k = ifft2c_np if siemens else fft2c_np
     k_enc = to_k(coil, axes=(-2, -1)).astype(np.complex64)
     rss_max = float(np.sqrt((np.abs(coil) ** 2).sum(axis=2)).max())
@@ -298,11 +308,11 @@ def write_ismrmrd_phantom(
     mix = np.linalg.cholesky(cov) if sigma > 0 else np.zeros((nc, nc))
 
     # ----- sampling
-    n_lines = ny if partial_fourier is None else int(round(partial_fourier * ny))
-    first_row = ny - n_lines
-    if first_row > ny // 2:
+    n_lines = nye if partial_fourier is None else int(round(partial_fourier * nye))
+    first_row = nye - n_lines
+    if first_row > nye // 2:
         raise ValueError(f"partial_fourier={partial_fourier} leaves out the k-space centre")
-    lines, band = _line_mask(rng, nt, ny, acceleration, acs, first_row)
+    lines, band = _line_mask(rng, nt, nye, acceleration, acs, first_row)
     data_lines = lines | (band[None] if not separate_acs else False)
     n_samp = nxe if asymmetric_echo is None else int(round(asymmetric_echo * nxe))
     first_col = nxe - n_samp
@@ -312,29 +322,37 @@ def write_ismrmrd_phantom(
     if siemens and first_row:
         ky_of_row = lambda r: r - first_row  # noqa: E731  (siemens_to_ismrmrd counts from the first line)
         ky_limits = (0, n_lines - 1, n_lines // 2)
-        user5 = ny // 2 - first_row
+        user5 = nye // 2 - first_row
     else:
         ky_of_row = lambda r: r  # noqa: E731
-        ky_limits = (first_row, ny - 1, ny // 2)
-        user5 = ny // 2
+        ky_limits = (first_row, nye - 1, nye // 2)
+        user5 = nye // 2
 
     # ----- truth, computed on whole arrays (the reader works readout by readout)
+    def crop(k: np.ndarray, axis: int, lo: int, n: int) -> np.ndarray:
+        img = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(k, axes=axis), axis=axis, norm="ortho"), axes=axis)
+        img = np.take(img, np.arange(lo, lo + n), axis=axis)
+        return np.fft.fftshift(np.fft.fft(np.fft.ifftshift(img, axes=axis), axis=axis, norm="ortho"), axes=axis)
+
     def recon(k: np.ndarray) -> np.ndarray:
-        k = np.conj(k) if siemens else k
-        img = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(k, axes=-1), axis=-1, norm="ortho"), axes=-1)
-        img = img[..., x0 : x0 + nx]
-        return np.fft.fftshift(np.fft.fft(np.fft.ifftshift(img, axes=-1), axis=-1, norm="ortho"), axes=-1)
+        k = crop(np.conj(k) if siemens else k, -1, x0, nx)
+        return crop(k, -2, y0, ny) if crop_y else k
 
     echo = np.zeros(nxe, np.float32)
     echo[first_col:] = 1
     truth_k = recon(k_enc * echo * data_lines[:, None, None, :, None]).astype(np.complex64)
     full_k = recon(k_enc).astype(np.complex64)
-    padded = np.zeros((ny, nx), bool)
-    padded[:first_row] = True
+    padded = np.zeros((ny_out, nx), bool)
+    rows_enc = np.round((np.arange(ny_out) - ny_out // 2) * (nye / ny if crop_y else 1) + nye // 2)
+    padded[rows_enc < first_row] = True
     cols = (np.arange(nx) - nx // 2) * readout_os + nxe // 2
     padded[:, cols < first_col] = True
     obj = images[..., x0 : x0 + nx]
+    obj = obj[..., y0 : y0 + ny, :] if ny_out == ny else obj
     obj = np.conj(obj) if siemens else obj
+    mask = (lines if separate_acs else data_lines).astype(np.float32)
+    if crop_y:
+        mask = np.broadcast_to(~padded[:, 0], (nt, ny)).astype(np.float32)
 
     # ----- readouts: header fields and noise-free samples first, then noise and the table in bulk
     dwell = 2.0
@@ -423,7 +441,7 @@ def write_ismrmrd_phantom(
         imaging = [imaging[i] for i in rng.permutation(len(imaging))]
 
     xml = _header(
-        nx=nx, ny=ny, nxe=nxe, nz=nz, nt=nt, nc=nc, dx=dx, thickness=slice_thickness_mm, ky_limits=ky_limits,
+        nx=nx, ny=ny, nye=nye, nxe=nxe, nz=nz, nt=nt, nc=nc, dx=dx, thickness=slice_thickness_mm, ky_limits=ky_limits,
         vendor=vendor, series=series, protocol_name=protocol_name or series, patient_id=patient_id,
         patient_position=patient_position, acceleration=acceleration, separate_acs=separate_acs,
         frame_counter=frame_counter, split=split,
@@ -454,13 +472,13 @@ def write_ismrmrd_phantom(
     return PhantomTruth(
         kspace=truth_k,
         full_kspace=full_k,
-        mask=lines.astype(np.float32) if separate_acs else data_lines.astype(np.float32),
+        mask=mask,
         padded=padded,
         acs_width=0 if separate_acs or acceleration == 1 else int(band.sum()),
         noise_covariance=cov,
         geometry=geometry,
-        marker_lps=geometry.voxel_lps(mi, mj, mk),
-        marker_voxel=(mi, mj, mk),
+        marker_lps=geometry.voxel_lps(mi, mj_out, mk),
+        marker_voxel=(mi, mj_out, mk),
         images=obj.astype(np.complex64),
         series=others,
     )
