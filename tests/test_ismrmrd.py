@@ -86,6 +86,21 @@ def test_memory_mapped_samples_equal_h5py_reads(tmp_path):
     np.testing.assert_array_equal(mapped.whitening, plain.whitening)
 
 
+def test_same_seed_same_file_and_a_changed_file_is_noticed(tmp_path):
+    a, _ = _write(tmp_path, "a.h5", noise=0.01, noise_readouts=4, shuffle=True)
+    b, _ = _write(tmp_path, "b.h5", noise=0.01, noise_readouts=4, shuffle=True)
+    with h5py.File(a) as fa, h5py.File(b) as fb:
+        assert fa["dataset/xml"][0] == fb["dataset/xml"][0]
+        ra, rb = fa["dataset/data"][:], fb["dataset/data"][:]
+    assert ra["head"].tobytes() == rb["head"].tobytes()
+    assert all(np.array_equal(x, y) for x, y in zip(ra["data"], rb["data"], strict=True))
+    series = scan_raw_file(a)[0]
+    _write(tmp_path, "a.h5", nt=3)  # rewritten with fewer frames after the scan
+    os.utime(a, ns=(0, 123))
+    with pytest.raises(RawDataError, match="changed on disk"):
+        RawSliceReader(series).read_slab(0, 0)
+
+
 def test_reader_pickles_cheaply_and_reopens(tmp_path):
     path, truth = _write(tmp_path)
     reader = RawSliceReader(scan_raw_file(path)[0], prewhiten=False)

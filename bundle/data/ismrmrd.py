@@ -1081,7 +1081,13 @@ class RawSliceReader:
             plans = _plans(self.path, self.group, self._series_type)
             if self.entry not in plans:
                 raise RawDataError.at(self.path, f"no series {self.key!r} in the file any more (it changed on disk)")
-            self._plan = plans[self.entry]
+            plan = plans[self.entry]
+            shape = (plan.starts.shape[1] - 1, plan.starts.shape[0], plan.nc, plan.y.n_out, plan.x.n_out)
+            if shape != tuple(self.shape):
+                raise RawDataError.at(
+                    self.path, f"series {self.key!r} is {shape} now, not {tuple(self.shape)}: the file changed on disk"
+                )
+            self._plan = plan
             self._file = _open(self.path)
             self._heaps = {}
             self._pid = os.getpid()
