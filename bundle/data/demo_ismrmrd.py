@@ -115,6 +115,7 @@ def _header(
     *,
     nx: int,
     ny: int,
+    nye: int,
     nxe: int,
     nz: int,
     nt: int,
@@ -143,8 +144,8 @@ def _header(
         limits[d] = limit(n)
     encoding = xsd.encodingType(
         encodedSpace=xsd.encodingSpaceType(
-            matrixSize=xsd.matrixSizeType(x=nxe, y=ny, z=1),
-            fieldOfView_mm=xsd.fieldOfViewMm(x=nxe * dx, y=ny * dx, z=thickness),
+            matrixSize=xsd.matrixSizeType(x=nxe, y=nye, z=1),
+            fieldOfView_mm=xsd.fieldOfViewMm(x=nxe * dx, y=nye * dx, z=thickness),
         ),
         reconSpace=xsd.encodingSpaceType(
             matrixSize=xsd.matrixSizeType(x=nx, y=ny, z=1),
@@ -202,6 +203,7 @@ def write_ismrmrd_phantom(
     nz: int = 2,
     nt: int = 6,
     readout_os: int = 2,
+    phase_os_lines: int = 0,
     acceleration: int = 1,
     acs: int = 8,
     noise_readouts: int = 32,
@@ -237,6 +239,8 @@ def write_ismrmrd_phantom(
         seed: everything random (anatomy, coils, noise, order) follows from it.
         nx, ny: recon matrix (readout after oversampling removal, phase lines); nc coils, nz slices, nt frames.
         readout_os: encoded readout = ``readout_os · nx`` samples over ``readout_os`` times the FOV.
+        phase_os_lines: phase oversampling, ``ny + phase_os_lines`` encoded lines over a FOV larger by as many
+            pixels; the reader crops it when fully sampled and keeps it (the truth too) when undersampled.
         acceleration, acs: every ``acceleration``-th line, offset by ``t % acceleration`` per frame, plus ``acs``
             centre lines (flagged as embedded calibration, or written as separate calibration readouts of
             frame 0 with ``separate_acs``).
@@ -265,6 +269,11 @@ def write_ismrmrd_phantom(
     siemens = "siemens" in vendor.lower()
     frame_counter = "contrast" if series in ("T1map", "T2map") else "phase"
     nxe = nx * readout_os
+    nye = ny + int(phase_os_lines)
+    # The reader crops phase oversampling only when every line is acquired; otherwise it keeps the encoded FOV.
+    crop_y = nye != ny and acceleration == 1
+    ny_out = ny if nye == ny or crop_y else nye
+    y0 = nye // 2 - ny // 2
     dx = float(pixel_mm)
 
     # ----- geometry: slices ascending along slice_dir; slice counters in the reverse order
@@ -274,8 +283,8 @@ def write_ismrmrd_phantom(
     spacing = slice_thickness_mm + slice_gap_mm
     positions = [np.asarray(centre_lps) + (k - (nz - 1) / 2) * spacing * slice_dir for k in range(nz)]
     geometry = ScanGeometry(
-        matrix=(nx, ny),
-        fov_mm=(nx * dx, ny * dx, slice_thickness_mm),
+        matrix=(nx, ny_out),
+        fov_mm=(nx * dx, ny_out * dx, slice_thickness_mm),
         slices=tuple(SliceGeometry(tuple(p), tuple(read_dir), tuple(phase_dir), tuple(slice_dir)) for p in positions),
         patient_position=patient_position,
         trigger_times_ms=tuple(t * _RR_MS / nt for t in range(nt)) if siemens and frame_counter == "phase" else None,
@@ -284,12 +293,13 @@ def write_ismrmrd_phantom(
 
     # ----- object and coils on the encoded grid
     anatomy = random_anatomy(rng)
-    images = render_images(series, nt, nz, ny, nxe, anatomy, rng)  # (nt, nz, ny, nxe)
-    mi, mj, mk = nx // 2 + max(1, nx // 5), ny // 2 - max(1, ny // 6), nz - 1
+    images = render_images(series, nt, nz, nye, nxe, anatomy, rng)  # (nt, nz, nye, nxe)
+    mi, mj, mk = nx // 2 + max(1, nx // 5), ny // 2 - max(1, ny // 6), nz - 1  # on the recon grid
     x0 = nxe // 2 - nx // 2
-    images[:, mk, mj, x0 + mi] = 5.0
-    sens = coil_sensitivities(nc, nz, ny, nxe, anatomy, rng)  # (nz, nc, ny, nxe)
-    coil = images[:, :, None] * sens[None]  # (nt, nz, nc, ny, nxe)
+    images[:, mk, y0 + mj, x0 + mi] = 5.0
+    mj_out = mj if ny_out == ny else y0 + mj
+    sens = coil_sensitivities(nc, nz, nye, nxe, anatomy, rng)  # (nz, nc, nye, nxe)
+    coil = images[:, :, None] * sens[None]  # (nt, nz, nc, nye, nxe)
     to_k = ifft2c_np if siemens else fft2c_np
     k_enc = to_k(coil, axes=(-2, -1)).astype(np.complex64)
     rss_max = float(np.sqrt((np.abs(coil) ** 2).sum(axis=2)).max())
@@ -298,11 +308,11 @@ def write_ismrmrd_phantom(
     mix = np.linalg.cholesky(cov) if sigma > 0 else np.zeros((nc, nc))
 
     # ----- sampling
-    n_lines = ny if partial_fourier is None else int(round(partial_fourier * ny))
-    first_row = ny - n_lines
-    if first_row > ny // 2:
+    n_lines = nye if partial_fourier is None else int(round(partial_fourier * nye))
+    first_row = nye - n_lines
+    if first_row > nye // 2:
         raise ValueError(f"partial_fourier={partial_fourier} leaves out the k-space centre")
-    lines, band = _line_mask(rng, nt, ny, acceleration, acs, first_row)
+    lines, band = _line_mask(rng, nt, nye, acceleration, acs, first_row)
     data_lines = lines | (band[None] if not separate_acs else False)
     n_samp = nxe if asymmetric_echo is None else int(round(asymmetric_echo * nxe))
     first_col = nxe - n_samp
@@ -312,81 +322,111 @@ def write_ismrmrd_phantom(
     if siemens and first_row:
         ky_of_row = lambda r: r - first_row  # noqa: E731  (siemens_to_ismrmrd counts from the first line)
         ky_limits = (0, n_lines - 1, n_lines // 2)
-        user5 = ny // 2 - first_row
+        user5 = nye // 2 - first_row
     else:
         ky_of_row = lambda r: r  # noqa: E731
-        ky_limits = (first_row, ny - 1, ny // 2)
-        user5 = ny // 2
+        ky_limits = (first_row, nye - 1, nye // 2)
+        user5 = nye // 2
 
     # ----- truth, computed on whole arrays (the reader works readout by readout)
+    def crop(k: np.ndarray, axis: int, lo: int, n: int) -> np.ndarray:
+        img = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(k, axes=axis), axis=axis, norm="ortho"), axes=axis)
+        img = np.take(img, np.arange(lo, lo + n), axis=axis)
+        return np.fft.fftshift(np.fft.fft(np.fft.ifftshift(img, axes=axis), axis=axis, norm="ortho"), axes=axis)
+
     def recon(k: np.ndarray) -> np.ndarray:
-        k = np.conj(k) if siemens else k
-        img = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(k, axes=-1), axis=-1, norm="ortho"), axes=-1)
-        img = img[..., x0 : x0 + nx]
-        return np.fft.fftshift(np.fft.fft(np.fft.ifftshift(img, axes=-1), axis=-1, norm="ortho"), axes=-1)
+        k = crop(np.conj(k) if siemens else k, -1, x0, nx)
+        return crop(k, -2, y0, ny) if crop_y else k
 
     echo = np.zeros(nxe, np.float32)
     echo[first_col:] = 1
     truth_k = recon(k_enc * echo * data_lines[:, None, None, :, None]).astype(np.complex64)
     full_k = recon(k_enc).astype(np.complex64)
-    padded = np.zeros((ny, nx), bool)
-    padded[:first_row] = True
+    padded = np.zeros((ny_out, nx), bool)
+    rows_enc = np.round((np.arange(ny_out) - ny_out // 2) * (nye / ny if crop_y else 1) + nye // 2)
+    padded[rows_enc < first_row] = True
     cols = (np.arange(nx) - nx // 2) * readout_os + nxe // 2
     padded[:, cols < first_col] = True
     obj = images[..., x0 : x0 + nx]
+    obj = obj[..., y0 : y0 + ny, :] if ny_out == ny else obj
     obj = np.conj(obj) if siemens else obj
+    mask = (lines if separate_acs else data_lines).astype(np.float32)
+    if crop_y:
+        mask = np.broadcast_to(~padded[:, 0], (nt, ny)).astype(np.float32)
 
-    # ----- readouts
-    heads, datas = [], []
-
-    def readout(samples: np.ndarray, *, flags=0, ky=0, z_counter=0, phase=0, contrast=0, set_=0, rep=0, avg=0,
-                reverse=False, t_ms=0.0, z_index=0, dwell=2.0):  # fmt: skip
-        h = np.zeros((), acquisition_header_dtype)
-        pre, post = discard
-        junk = lambda n: (rng.standard_normal((nc, n)) * 1e3).astype(np.complex64)  # noqa: E731
-        s = samples[:, ::-1] if reverse else samples
-        s = np.concatenate([junk(pre), s, junk(post)], axis=1) if pre or post else s
-        h["version"] = 1
-        h["flags"] = flags | (_bit("reverse") if reverse else 0)
-        h["number_of_samples"] = s.shape[1]
-        h["available_channels"] = h["active_channels"] = nc
-        h["discard_pre"], h["discard_post"] = pre, post
-        h["center_sample"] = centre_sample + pre if not flags & _bit("noise") else 0
-        h["sample_time_us"] = dwell
-        g = geometry.slices[z_index]
-        h["position"], h["read_dir"], h["phase_dir"], h["slice_dir"] = g.position, g.read_dir, g.phase_dir, g.slice_dir
-        h["physiology_time_stamp"][0] = int(round(t_ms / _SIEMENS_TICK_MS)) if siemens else int(round(t_ms))
-        idx = h["idx"]
-        idx["kspace_encode_step_1"], idx["slice"], idx["phase"], idx["contrast"] = ky, z_counter, phase, contrast
-        idx["set"], idx["repetition"], idx["average"] = set_, rep, avg
-        idx["user"][5] = user5
-        heads.append(h)
-        datas.append(np.ascontiguousarray(s, np.complex64).view(np.float32).reshape(-1))
-
-    def white(n: int, scale: float = 1.0) -> np.ndarray:
-        w = (rng.standard_normal((nc, n)) + 1j * rng.standard_normal((nc, n))) / math.sqrt(2)
-        return (mix @ w * scale).astype(np.complex64)
-
+    # ----- readouts: header fields and noise-free samples first, then noise and the table in bulk
     dwell = 2.0
-    noise_heads: list = []
-    noise_datas: list = []
-    for _ in range(noise_readouts):
-        readout(white(nxe, 1 / math.sqrt(noise_dwell_ratio)), flags=_bit("noise"), dwell=dwell * noise_dwell_ratio)
-    if noise_group:
-        noise_heads, noise_datas, heads, datas = heads, datas, [], []
+    geo_rows = np.array([[g.position, g.read_dir, g.phase_dir, g.slice_dir] for g in geometry.slices])
 
+    def readout(samples, *, noise_scale=1.0, flags=0, ky=0, z_counter=0, z_index=0, phase=0, contrast=0, set_=0,
+                rep=0, avg=0, t_ms=0.0, dwell_us=dwell, centre=None):  # fmt: skip
+        spec = (flags, ky, z_counter, z_index, phase, contrast, set_, rep, avg, t_ms, dwell_us,
+                centre_sample if centre is None else centre)  # fmt: skip
+        return spec, samples, noise_scale
+
+    def table(readouts: list, reverse_every_other: bool) -> np.ndarray:
+        n = len(readouts)
+        specs = np.array([r[0] for r in readouts], np.float64).reshape(n, 12)
+        datas = [np.array(r[1], np.complex64) for r in readouts]
+        for length in {d.shape[1] for d in datas}:  # correlated noise, drawn per readout length in one call
+            which = [i for i, d in enumerate(datas) if d.shape[1] == length and readouts[i][2] > 0 and sigma > 0]
+            if which:
+                w = rng.standard_normal((len(which), nc, length, 2)).view(np.complex128)[..., 0] / math.sqrt(2)
+                w = np.einsum("ij,mjl->mil", mix, w).astype(np.complex64)
+                for m, i in enumerate(which):
+                    datas[i] = datas[i] + w[m] * np.float32(readouts[i][2])
+        flags = specs[:, 0].astype(np.uint64)
+        reverse = np.zeros(n, bool)
+        if reverse_every_other:
+            reverse[1::2] = True
+            flags[reverse] |= np.uint64(_bit("reverse"))
+        pre, post = discard
+        rec = np.zeros(n, acquisition_dtype)
+        data, traj = np.empty(n, object), np.empty(n, object)
+        for i, d in enumerate(datas):  # element by element: equal-length vectors would make a 2-D array
+            d = d[:, ::-1] if reverse[i] else d
+            if pre or post:
+                junk = (rng.standard_normal((nc, pre + post)) * 1e3).astype(np.complex64)
+                d = np.concatenate([junk[:, :pre], d, junk[:, pre:]], axis=1)
+            data[i], traj[i] = np.ascontiguousarray(d).view(np.float32).reshape(-1), np.zeros(0, np.float32)
+        heads = np.zeros(n, acquisition_header_dtype)
+        heads["version"] = 1
+        heads["flags"] = flags
+        heads["number_of_samples"] = [len(d) // (2 * nc) for d in data]
+        heads["available_channels"] = heads["active_channels"] = nc
+        heads["discard_pre"], heads["discard_post"] = pre, post
+        heads["center_sample"] = specs[:, 11] + pre
+        heads["sample_time_us"] = specs[:, 10]
+        zi = specs[:, 3].astype(np.int64)
+        for c, field in enumerate(("position", "read_dir", "phase_dir", "slice_dir")):
+            heads[field] = geo_rows[zi, c]
+        ticks = specs[:, 9] / _SIEMENS_TICK_MS if siemens else specs[:, 9]
+        heads["physiology_time_stamp"][:, 0] = np.round(ticks).astype(np.uint32)
+        idx = heads["idx"]
+        for c, field in ((1, "kspace_encode_step_1"), (2, "slice"), (4, "phase"), (5, "contrast"), (6, "set"),
+                         (7, "repetition"), (8, "average")):  # fmt: skip
+            idx[field] = specs[:, c].astype(np.uint16)
+        idx["user"][:, 5] = user5
+        rec["head"], rec["data"], rec["traj"] = heads, data, traj
+        return rec
+
+    noise = [
+        readout(np.zeros((nc, nxe)), noise_scale=1 / math.sqrt(noise_dwell_ratio), flags=_bit("noise"),
+                dwell_us=dwell * noise_dwell_ratio, centre=0)  # fmt: skip
+        for _ in range(noise_readouts)
+    ]
     copies = split[1] if split else 1
-    imaging = []  # (order key, kwargs, samples)
+    before, imaging = [], []
     for s in range(copies):
-        scale = 1.0 / (1 + s)
+        scale = np.float32(1.0 / (1 + s))
         for k in range(nz):
             zc = counter_of_z[k]
             for _ in range(navigators):
-                readout(white(nxe), flags=_bit("navigation"), z_counter=zc, z_index=k)
+                before.append(readout(np.zeros((nc, nxe)), flags=_bit("navigation"), z_counter=zc, z_index=k))
             if separate_acs and acceleration > 1:
                 for r in np.flatnonzero(band):
-                    samples = k_enc[0, k, :, r, first_col:] * scale + white(n_samp)
-                    readout(samples, flags=_bit("calib"), ky=ky_of_row(r), z_counter=zc, z_index=k)
+                    before.append(readout(k_enc[0, k, :, r, first_col:] * scale, flags=_bit("calib"),
+                                          ky=ky_of_row(int(r)), z_counter=zc, z_index=k))  # fmt: skip
             for t in range(nt):
                 for r in np.flatnonzero(data_lines[t]):
                     for a in range(averages):
@@ -396,31 +436,23 @@ def write_ismrmrd_phantom(
                         if split:
                             kw[{"set": "set_", "repetition": "rep", "contrast": "contrast"}[split[0]]] = s
                         flags = _bit("calib_imaging") if band[r] and acceleration > 1 else 0
-                        imaging.append((kw, flags, k_enc[t, k, :, r, first_col:] * scale))
-    order = rng.permutation(len(imaging)) if shuffle else np.arange(len(imaging))
-    for n, i in enumerate(order):
-        kw, flags, samples = imaging[i]
-        readout(samples + white(n_samp), flags=flags, reverse=reverse_every_other and n % 2 == 1, **kw)
+                        imaging.append(readout(k_enc[t, k, :, r, first_col:] * scale, flags=flags, **kw))
+    if shuffle:
+        imaging = [imaging[i] for i in rng.permutation(len(imaging))]
 
     xml = _header(
-        nx=nx, ny=ny, nxe=nxe, nz=nz, nt=nt, nc=nc, dx=dx, thickness=slice_thickness_mm, ky_limits=ky_limits,
+        nx=nx, ny=ny, nye=nye, nxe=nxe, nz=nz, nt=nt, nc=nc, dx=dx, thickness=slice_thickness_mm, ky_limits=ky_limits,
         vendor=vendor, series=series, protocol_name=protocol_name or series, patient_id=patient_id,
         patient_position=patient_position, acceleration=acceleration, separate_acs=separate_acs,
         frame_counter=frame_counter, split=split,
     )  # fmt: skip
 
-    def table(hs: list, ds: list) -> np.ndarray:
-        rec = np.zeros(len(hs), acquisition_dtype)
-        rec["head"] = np.stack(hs) if hs else np.zeros(0, acquisition_header_dtype)
-        data, traj = np.empty(len(ds), object), np.empty(len(ds), object)
-        for i, d in enumerate(ds):  # element by element: equal-length vectors would make a 2-D array
-            data[i], traj[i] = d, np.zeros(0, np.float32)
-        rec["data"], rec["traj"] = data, traj
-        return rec
-
-    groups = [("dataset", heads, datas)]
     if noise_group:
-        groups = [("dataset_1", noise_heads, noise_datas), ("dataset_2", heads, datas)]
+        groups = [("dataset_1", table(noise, False)), ("dataset_2", table(before + imaging, reverse_every_other))]
+    else:
+        # Reversal alternates over the imaging readouts only: give the noise readouts their own table first.
+        rec = np.concatenate([table(noise, False), table(before + imaging, reverse_every_other)])
+        groups = [("dataset", rec)]
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w"):
@@ -429,8 +461,8 @@ def write_ismrmrd_phantom(
             with ismrmrd.Dataset(str(tmp), name, create_if_needed=True) as d:
                 d.write_xml_header(xml.encode("utf-8"))
         with h5py.File(tmp, "a") as f:
-            for name, hs, ds in groups:
-                f[name].create_dataset("data", data=table(hs, ds), maxshape=(None,), chunks=True)
+            for name, rec in groups:
+                f[name].create_dataset("data", data=rec, maxshape=(None,), chunks=True)
 
     atomic_write(path, write)
     others = {}
@@ -440,13 +472,13 @@ def write_ismrmrd_phantom(
     return PhantomTruth(
         kspace=truth_k,
         full_kspace=full_k,
-        mask=lines.astype(np.float32) if separate_acs else data_lines.astype(np.float32),
+        mask=mask,
         padded=padded,
         acs_width=0 if separate_acs or acceleration == 1 else int(band.sum()),
         noise_covariance=cov,
         geometry=geometry,
-        marker_lps=geometry.voxel_lps(mi, mj, mk),
-        marker_voxel=(mi, mj, mk),
+        marker_lps=geometry.voxel_lps(mi, mj_out, mk),
+        marker_voxel=(mi, mj_out, mk),
         images=obj.astype(np.complex64),
         series=others,
     )

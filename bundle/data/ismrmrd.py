@@ -41,7 +41,12 @@ from xsdata.formats.dataclass.parsers.config import ParserConfig
 
 from ..errors import RawDataError
 from ..geometry import ScanGeometry, SliceGeometry
+<<<<<<< HEAD
 from ..mri import measure_acs_width
+=======
+from ..transforms.masks import measure_acs_width
+from .h5vlen import VlenMap
+>>>>>>> h-reader
 from .layout import series_type as layout_series_type
 
 __all__ = [
@@ -355,7 +360,8 @@ class RawSeries:
         acceleration: ``round(lines / mean lines per frame)``, lines counted without the rows padded by design.
         fully_sampled: every line not padded by design is acquired in every frame.
         padded: ``(ny, nx)`` bool, k-space zero by design (partial-Fourier lines, asymmetric-echo samples).
-        geometry: the patient geometry of the recon matrix.
+        geometry: the patient geometry of the recon matrix; None when the readouts carry none (all direction
+            vectors zero).
         info: scanner and protocol facts (vendor, field_strength_T, TR_ms, ...; see ``docs/design.md``).
         nt_dim: the counter that is the frame axis: ``'phase'``, ``'contrast'``, ``'set'``, ``'repetition'``
             or ``'none'``.
@@ -373,7 +379,7 @@ class RawSeries:
     acceleration: int
     fully_sampled: bool
     padded: np.ndarray
-    geometry: ScanGeometry
+    geometry: ScanGeometry | None
     info: dict
     nt_dim: str
 
@@ -648,14 +654,20 @@ def _scan_group(path: str, f: h5py.File, group: str, forced_type: str | None) ->
         # ----- slices, ordered by position along slice_dir (Siemens slice counters can be chronological)
         slice_counter = idx["slice"][ids]
         counters = np.unique(slice_counter)
-        geo = []
-        for s in counters:
-            h = heads[ids[slice_counter == s][0]]
-            try:
-                geo.append(SliceGeometry(h["position"], h["read_dir"], h["phase_dir"], h["slice_dir"]))
-            except ValueError as err:
-                raise RawDataError.at(path, f"slice counter {int(s)}: impossible readout geometry ({err})") from err
-        order = sorted(range(len(counters)), key=lambda k: (geo[k].location, int(counters[k])))
+        first = heads[[ids[slice_counter == c][0] for c in counters]]
+        dirs = np.concatenate([first["read_dir"], first["phase_dir"], first["slice_dir"]], axis=1)
+        geo: list[SliceGeometry] | None = None
+        if not dirs.any():  # written without geometry (all directions zero): no patient positions to state
+            _log_once(logging.INFO, path, "the readouts carry no geometry (zero directions); slices in counter order")
+        else:
+            geo = []
+            for c, h in zip(counters, first, strict=True):
+                try:
+                    geo.append(SliceGeometry(h["position"], h["read_dir"], h["phase_dir"], h["slice_dir"]))
+                except ValueError as err:
+                    raise RawDataError.at(path, f"slice counter {int(c)}: impossible readout geometry ({err})") from err
+        location = (lambda k: geo[k].location) if geo else (lambda k: 0.0)
+        order = sorted(range(len(counters)), key=lambda k: (location(k), int(counters[k])))
         z_of_counter = np.empty(len(counters), np.int64)
         z_of_counter[order] = np.arange(len(counters))
         z = z_of_counter[np.searchsorted(counters, slice_counter)]
@@ -704,13 +716,15 @@ def _scan_group(path: str, f: h5py.File, group: str, forced_type: str | None) ->
         if conjugate and nt_dim == "phase":
             stamps = heads["physiology_time_stamp"][ids, 0].astype(np.float64)
             trigger = tuple(float(np.median(stamps[t == k])) * _SIEMENS_TICK_MS for k in range(nt))
-        geometry = ScanGeometry(
-            matrix=(nx, ny),
-            fov_mm=(float(rs.fieldOfView_mm.x), float(fov_y), float(rs.fieldOfView_mm.z or es.fieldOfView_mm.z)),
-            slices=tuple(geo[k] for k in order),
-            patient_position=patient_position,
-            trigger_times_ms=trigger,
-        )
+        geometry = None
+        if geo:
+            geometry = ScanGeometry(
+                matrix=(nx, ny),
+                fov_mm=(float(rs.fieldOfView_mm.x), float(fov_y), float(rs.fieldOfView_mm.z or es.fieldOfView_mm.z)),
+                slices=tuple(geo[k] for k in order),
+                patient_position=patient_position,
+                trigger_times_ms=trigger,
+            )
         cal = np.flatnonzero(calib)
         cal = cal[np.isin(idx["slice"][cal], counters)]
         cal_z = z_of_counter[np.searchsorted(counters, idx["slice"][cal])]
@@ -883,6 +897,27 @@ def _fft1c(x: np.ndarray, axis: int, inverse: bool) -> np.ndarray:
     return np.fft.fftshift(fn(np.fft.ifftshift(x, axes=axis), axis=axis, norm="ortho"), axes=axis)
 
 
+def _sign(n: int) -> np.ndarray:
+    return np.where(np.arange(n) % 2 == 0, 1.0, -1.0).astype(np.float32)
+
+
+def _remove_readout_os(rows: np.ndarray, a: _Axis) -> np.ndarray:
+    """:func:`_resample` along the last axis, for even sizes without the four FFT shifts.
+
+    For even ``N`` the centred transform is ``(-1)^(N/2) s ⊙ fft(s ⊙ x)`` with ``s = (-1)^n``, so the shifts
+    become sign flips; between the inverse and the forward transform they reduce to one constant.
+    """
+    n_enc, crop = a.n_enc, a.crop
+    if n_enc % 2 or crop % 2 or not a.resamples:
+        return _resample(rows, -1, a)
+    lo = n_enc // 2 - crop // 2
+    rows = rows * _sign(n_enc)
+    img = np.fft.ifft(rows, axis=-1, norm="ortho")[..., lo : lo + crop]
+    out = np.fft.fft(img, axis=-1, norm="ortho")
+    out *= _sign(crop) * np.float32((-1) ** ((n_enc // 2 + lo + crop // 2) % 2))
+    return _resample(out.astype(np.complex64, copy=False), -1, dataclasses.replace(a, n_enc=crop, crop=crop))
+
+
 def _resample(k: np.ndarray, axis: int, a: _Axis) -> np.ndarray:
     """Encoded k-space along ``axis`` to the recon grid: image-domain crop, then k-space pad or cut."""
     if a.resamples:
@@ -919,8 +954,10 @@ class RawSliceReader:
 
     is_complex = True
 
-    def __init__(self, series: RawSeries, *, prewhiten: bool = True):
+    def __init__(self, series: RawSeries, *, prewhiten: bool = True, memory_map: bool = True):
         self.path = series.path
+        self.memory_map = bool(memory_map)
+        self._heaps: dict[str, VlenMap | None] = {}
         self.group = series.group
         self.entry = series.entry
         self.prewhiten = bool(prewhiten)
@@ -951,8 +988,15 @@ class RawSliceReader:
             plans = _plans(self.path, self.group, self._series_type)
             if self.entry not in plans:
                 raise RawDataError.at(self.path, f"no series {self.key!r} in the file any more (it changed on disk)")
-            self._plan = plans[self.entry]
+            plan = plans[self.entry]
+            shape = (plan.starts.shape[1] - 1, plan.starts.shape[0], plan.nc, plan.y.n_out, plan.x.n_out)
+            if shape != tuple(self.shape):
+                raise RawDataError.at(
+                    self.path, f"series {self.key!r} is {shape} now, not {tuple(self.shape)}: the file changed on disk"
+                )
+            self._plan = plan
             self._file = _open(self.path)
+            self._heaps = {}
             self._pid = os.getpid()
         return self._plan
 
@@ -999,6 +1043,9 @@ class RawSliceReader:
         if index.size == 0:
             return []
         ds = self._file[group]["data"]
+        heap = self._heap(group)
+        if heap is not None:
+            return [heap.record(i) for i in index.tolist()]
         try:
             lo, hi = int(index[0]), int(index[-1]) + 1
             if hi - lo <= 2 * index.size + 16:  # nearly contiguous: one range read is cheaper than a point list
@@ -1011,30 +1058,49 @@ class RawSliceReader:
             ) from err
 
     def _readouts(self, plan: _Plan, index: np.ndarray, signature: np.ndarray) -> np.ndarray:
-        """Readouts ``index`` (file order, ascending) as processed encoded rows ``(n, nc, nx_out)`` complex64."""
-        order = np.argsort(index, kind="stable")
-        uniq = index[order]
-        records = self._read_records(plan.group, uniq)
+        """Readouts ``index`` as processed rows ``(n, nc, nx)`` complex64: samples placed on the encoded readout,
+        oversampling removed, prewhitened, conjugated (Siemens)."""
         rows = np.zeros((index.size, plan.nc, plan.x.n_enc), np.complex64)
-        for pos, rec in zip(order.tolist(), records, strict=True):
-            samples, pre, post, c0, reverse = plan.signatures[signature[pos]]
-            expected = 2 * plan.nc * samples
-            if rec.size != expected:
-                raise RawDataError.at(
-                    self.path,
-                    f"readout {int(index[pos])} holds {rec.size} values, its header "
-                    f"says {plan.nc} coils x {samples} samples",
-                )
-            line = rec.view(np.complex64).reshape(plan.nc, samples)[:, pre : samples - post]
-            if reverse:
-                line = line[:, ::-1]
-            rows[pos, :, c0 : c0 + line.shape[1]] = line
-        w = self.whitening
-        if w is not None:
-            rows = np.einsum("ij,njx->nix", w, rows, optimize=True)
-        if plan.conjugate:
+        heap = self._heap(plan.group)
+        for sig in np.unique(signature).tolist():
+            samples, pre, post, c0, reverse = plan.signatures[sig]
+            where = np.flatnonzero(signature == sig)
+            if heap is not None:
+                block = heap.gather(index[where], 2 * plan.nc * samples)
+                if block is None:
+                    self._bad_record(plan, index[where], samples, heap)
+            else:
+                order = np.argsort(index[where], kind="stable")
+                records = self._read_records(plan.group, index[where][order])
+                if any(r.size != 2 * plan.nc * samples for r in records):
+                    self._bad_record(plan, index[where][order], samples, records)
+                block = np.empty((where.size, 2 * plan.nc * samples), np.float32)
+                block[order] = np.stack(records) if records else block[order]
+            line = block.view(np.complex64).reshape(where.size, plan.nc, samples)[:, :, pre : samples - post]
+            rows[where, :, c0 : c0 + line.shape[-1]] = line[..., ::-1] if reverse else line
+        if plan.conjugate:  # before the oversampling removal, which is not a real operator
             np.conjugate(rows, out=rows)
-        return _resample(rows, -1, plan.x)
+        rows = _remove_readout_os(rows, plan.x)
+        w = self.whitening  # acts on coils, so it commutes with the transform along x: apply it to fewer samples
+        if w is not None:
+            rows = np.matmul(np.conj(w) if plan.conjugate else w, rows)  # conj(W y) = conj(W) conj(y)
+        return rows
+
+    def _bad_record(self, plan: _Plan, index: np.ndarray, samples: int, source) -> None:
+        for i in index.tolist():
+            size = source.counts[i] if isinstance(source, VlenMap) else None
+            if size is None:
+                size = next(r.size for j, r in zip(index.tolist(), source, strict=True) if j == i)
+            if size != 2 * plan.nc * samples:
+                raise RawDataError.at(
+                    self.path, f"readout {i} holds {size} values, its header says {plan.nc} coils x {samples} samples"
+                )
+
+    def _heap(self, group: str) -> VlenMap | None:
+        if group not in self._heaps:
+            ds = self._file[group]["data"]
+            self._heaps[group] = VlenMap.build(self.path, self._file, ds) if self.memory_map else None
+        return self._heaps[group]
 
     def _assemble(
         self, plan: _Plan, rows: np.ndarray, target_rows: np.ndarray, n_slabs: int, slab_of: np.ndarray
@@ -1064,6 +1130,9 @@ class RawSliceReader:
 
     def read_frames(self, z: int, frames: Sequence[int]) -> np.ndarray:
         """Frames ``frames`` of slice ``z``: ``(len(frames), nc, ny, nx)`` complex64; repeats read once."""
+        return self._frames(z, frames, None)
+
+    def _frames(self, z: int, frames: Sequence[int], rows: np.ndarray | None) -> np.ndarray:
         plan = self._ensure()
         frames = [self._check(t, z)[0] for t in frames]
         z = operator.index(z)
@@ -1071,8 +1140,11 @@ class RawSliceReader:
         parts = [np.arange(plan.starts[z, t], plan.starts[z, t + 1]) for t in distinct]
         sel = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         slab_of = np.repeat(np.arange(len(distinct)), [p.size for p in parts])
-        rows = self._readouts(plan, plan.index[sel], plan.signature[sel])
-        slabs = self._assemble(plan, rows, plan.row[sel], len(distinct), slab_of)
+        if rows is not None and not plan.y.resamples:  # only the readouts of the wanted rows
+            keep = np.isin(plan.row[sel] + plan.y.offset, rows)
+            sel, slab_of = sel[keep], slab_of[keep]
+        data = self._readouts(plan, plan.index[sel], plan.signature[sel])
+        slabs = self._assemble(plan, data, plan.row[sel], len(distinct), slab_of)
         where = {t: i for i, t in enumerate(distinct)}
         return slabs[[where[t] for t in frames]]
 
@@ -1081,11 +1153,12 @@ class RawSliceReader:
         return self.read_frames(z, [t])[0]
 
     def read_rows(self, t: int, z: int, rows: Sequence[int]) -> np.ndarray:
-        """ky rows ``rows`` of frame ``t``, slice ``z``: ``(nc, len(rows), nx)`` complex64."""
+        """ky rows ``rows`` of frame ``t``, slice ``z``: ``(nc, len(rows), nx)`` complex64 (only their readouts
+        are read, unless a phase-oversampling crop mixes rows)."""
         rows = np.asarray(rows, dtype=np.intp)
         if rows.size and (rows.min() < 0 or rows.max() >= self.ny):
             raise RawDataError.at(self.path, f"ky rows {rows.min()}..{rows.max()} are outside ny={self.ny}")
-        return np.take(self.read_slab(t, z), rows, axis=-2)
+        return np.take(self._frames(z, [t], rows)[0], rows, axis=-2)
 
     def calibration(self, z: int) -> np.ndarray | None:
         """Separate ACS readouts of slice ``z`` as ``(nc, ny, nx)`` complex64 (zero elsewhere), or None."""
@@ -1104,7 +1177,7 @@ class RawSliceReader:
         if self._file is not None and self._pid == os.getpid():
             with contextlib.suppress(Exception):
                 self._file.close()
-        self._file, self._pid, self._whitening = None, None, None
+        self._file, self._pid, self._whitening, self._heaps = None, None, None, {}
 
     def __enter__(self) -> RawSliceReader:
         return self
@@ -1113,14 +1186,14 @@ class RawSliceReader:
         self.close()
 
     def __getstate__(self) -> dict:
-        return {k: getattr(self, k) for k in ("path", "group", "entry", "prewhiten", "shape")} | {
+        return {k: getattr(self, k) for k in ("path", "group", "entry", "prewhiten", "memory_map", "shape")} | {
             "_series_type": self._series_type
         }
 
     def __setstate__(self, state: dict) -> None:
         for k, v in state.items():
             setattr(self, k, v)
-        self._plan, self._file, self._pid, self._whitening = None, None, None, None
+        self._plan, self._file, self._pid, self._whitening, self._heaps = None, None, None, None, {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r}, key={self.key!r})"
