@@ -411,8 +411,13 @@ def write_ismrmrd_phantom(
         return rec
 
     noise = [
-        readout(np.zeros((nc, nxe)), noise_scale=1 / math.sqrt(noise_dwell_ratio), flags=_bit("noise"),
-                dwell_us=dwell * noise_dwell_ratio, centre=0)  # fmt: skip
+        readout(
+            np.zeros((nc, nxe)),
+            noise_scale=1 / math.sqrt(noise_dwell_ratio),
+            flags=_bit("noise"),
+            dwell_us=dwell * noise_dwell_ratio,
+            centre=0,
+        )  # fmt: skip
         for _ in range(noise_readouts)
     ]
     copies = split[1] if split else 1

@@ -41,12 +41,8 @@ from xsdata.formats.dataclass.parsers.config import ParserConfig
 
 from ..errors import RawDataError
 from ..geometry import ScanGeometry, SliceGeometry
-<<<<<<< HEAD
 from ..mri import measure_acs_width
-=======
-from ..transforms.masks import measure_acs_width
 from .h5vlen import VlenMap
->>>>>>> h-reader
 from .layout import series_type as layout_series_type
 
 __all__ = [
