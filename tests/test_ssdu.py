@@ -320,3 +320,29 @@ def test_inference_uses_every_acquired_line(kus_root):
     kus = read_mat(item["file"])[:, item["z"]].swapaxes(-1, -2)  # (nt, nc, nx, ny)
     centre = out["kspace_masked"].reshape(5, -1, *omega.shape)[2].numpy()
     assert np.array_equal(centre, kus[item["t"]])
+
+
+def test_scan_specific_training_never_shows_gamma_to_the_network():
+    sample = _sample()
+    gamma = SSDUSplitd(mode="validate", seed=4)(sample)["loss_mask"][0, 0].astype(bool)
+    for seed in range(5):
+        split = SSDUSplitd(holdout=True, seed=4)
+        split.set_random_state(seed=seed)
+        out = split(sample)
+        assert not out["mask"][:, :, gamma].any() and not out["loss_mask"][..., gamma].any()
+
+
+def test_scan_specific_overlay_trains_and_validates_on_one_file(kus_root, tmp_path):
+    items = undersampled_datalist(kus_root, subset="all", modalities=["Cine"])
+    scan = next(i["file"] for i in items if i["file"].endswith("_kus_Uniform4.mat"))
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / n) for n in ("train.yaml", "self_supervised.yaml", "scan_specific.yaml")],
+        meta_file=META,
+        logging_file=LOGGING,
+        workflow_type="train",
+        **{**train_overrides(kus_root, tmp_path), "scan_file": scan, "epochs": 2, "train_max_items": 2},
+    )
+    run_workflow(workflow)
+    items = workflow.parser.get_parsed_content("validate#datalist")
+    assert {i["file"] for i in items} == {scan}
+    assert (tmp_path / "models" / "model.pt").is_file()

@@ -44,6 +44,7 @@ _LAZY = {
     "repeat_items": "undersampled",
     "LoadReferenced": "undersampled",
     "derive_undersampled_tree": "undersampled",
+    "select_file": "undersampled",
 }
 
 __all__ = [
@@ -82,6 +83,7 @@ __all__ = [
     "repeat_items",
     "LoadReferenced",
     "derive_undersampled_tree",
+    "select_file",
 ]
 
 

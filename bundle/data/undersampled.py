@@ -46,6 +46,7 @@ __all__ = [
     "repeat_items",
     "LoadReferenced",
     "derive_undersampled_tree",
+    "select_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -276,3 +277,16 @@ def derive_undersampled_tree(
     if not written:
         raise EmptyDatasetError.at(source, f"no TrainingSet file with an official {'/'.join(patterns)} mask")
     return written
+
+
+def select_file(items: Sequence[Mapping], path: str | os.PathLike) -> list[dict]:
+    """The items of one k-space file (scan-specific training).
+
+    Raises:
+        EmptyDatasetError: no item of ``path`` (names the file).
+    """
+    wanted = os.path.abspath(os.fspath(path))
+    chosen = [dict(i) for i in items if os.path.abspath(i["file"]) == wanted]
+    if not chosen:
+        raise EmptyDatasetError.at(path, "no undersampled item of this file in the dataset (is it below dataset_dir?)")
+    return chosen
