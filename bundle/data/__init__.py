@@ -33,7 +33,19 @@ from .index import (
 )
 from .matio import MatSliceReader, mat_shape, mat_variables, read_mat, write_mat, write_mat_v5
 
-_LAZY = {"LoadCMRSliced": "loading", "load_volume": "loading", "make_demo_dataset": "demo"}
+_LAZY = {
+    "LoadCMRSliced": "loading",
+    "load_volume": "loading",
+    "make_demo_dataset": "demo",
+    # self-supervised training (MONAI transforms inside)
+    "undersampled_datalist": "undersampled",
+    "check_ssdu_masks": "undersampled",
+    "acquisition_density": "undersampled",
+    "repeat_items": "undersampled",
+    "LoadReferenced": "undersampled",
+    "derive_undersampled_tree": "undersampled",
+    "select_file": "undersampled",
+}
 
 __all__ = [
     "read_mat",
@@ -65,6 +77,13 @@ __all__ = [
     "LAYOUTS",
     "ACS_WIDTHS",
     "make_demo_dataset",
+    "undersampled_datalist",
+    "check_ssdu_masks",
+    "acquisition_density",
+    "repeat_items",
+    "LoadReferenced",
+    "derive_undersampled_tree",
+    "select_file",
 ]
 
 

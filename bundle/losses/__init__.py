@@ -16,6 +16,7 @@ from bundle.losses.hypercmr import (
     minmax,
     ssim_criterion,
 )
+from bundle.losses.ssdu import SSDULoss, masked_kspace_errors, ssdu_loss
 from bundle.losses.ssim import ssim_gaussian
 from bundle.losses.vgg import PerceptualLoss, VGG19Features, load_vgg19_state_dict
 
@@ -31,6 +32,9 @@ __all__ = [
     "minmax",
     "ssim_criterion",
     "ssim_gaussian",
+    "SSDULoss",
+    "masked_kspace_errors",
+    "ssdu_loss",
     "PerceptualLoss",
     "VGG19Features",
     "load_vgg19_state_dict",

@@ -43,8 +43,20 @@ from bundle.transforms.masks import (
     sampled_fraction,
     uniform_mask,
 )
+from bundle.transforms.ssdu import (
+    SSDUSplitd,
+    holdout_lines,
+    millard_chiew_weight,
+    protected_lines,
+    split_lines,
+)
 
 __all__ = [
+    "SSDUSplitd",
+    "holdout_lines",
+    "millard_chiew_weight",
+    "protected_lines",
+    "split_lines",
     "ApplyMaskd",
     "CheckFinited",
     "CoilCompressd",

@@ -44,6 +44,7 @@ from .setup import (
     worker_init,
 )
 from .sharding import ShardProgress, balanced_split, gather_inference, is_sharded, rank_device, shard_files
+from .ssdu_validation import EarlyStopOnMetric, HeldOutLinesMetric, ReferenceImageMetric, lower_is_better
 from .tb_images import ReconImageWriter
 from .validation import ChallengeMetric, MetricsTableWriter, select_ranking_items, validation_items
 
@@ -105,6 +106,10 @@ __all__ = [
     "ShapeGroupBatchSampler",
     "group_batches",
     "ChallengeMetric",
+    "HeldOutLinesMetric",
+    "EarlyStopOnMetric",
+    "ReferenceImageMetric",
+    "lower_is_better",
     "MetricsTableWriter",
     "ReconImageWriter",
     "select_ranking_items",
