@@ -98,6 +98,10 @@ class KspaceFormat:
     def scan_info(self, path: str | os.PathLike, entry: str | None = None, **options) -> Mapping | None:
         return self.volume(path, entry, **options).info
 
+    def padded(self, path: str | os.PathLike, entry: str | None = None, **options) -> np.ndarray | None:
+        """``(ny, nx)`` bool k-space that is zero by design (partial Fourier, asymmetric echo), or None."""
+        return self.volume(path, entry, **options).padded
+
     def acquired(self, path: str | os.PathLike, entry: str | None = None, **options) -> np.ndarray | None:
         """``(nt, ny, nx)`` mask of the samples the file holds, or None when the format stores masks apart."""
         return self.volume(path, entry, **options).acquired
@@ -126,6 +130,9 @@ class MatFormat(KspaceFormat):
         return None
 
     def acquired(self, path, entry=None, **options) -> None:
+        return None
+
+    def padded(self, path, entry=None, **options) -> None:
         return None
 
 

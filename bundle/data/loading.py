@@ -328,4 +328,8 @@ class LoadCMRSliced(MapTransform):
         elif kind == "undersampled":
             acquired = self._acquired(d, frames)
             d["mask"] = self._inferred_mask(kspace, path) if acquired is None else acquired
+            padded = format_of(d).padded(path, d.get("entry"), **raw_options(d))
+            if padded is not None and np.asarray(padded).all(axis=-1).any():
+                # ky lines zero by design (partial Fourier): self-supervised splitting counts them as sampled
+                d["always_sampled"] = np.asarray(padded).all(axis=-1)
         return self._measured_acs(d) if bad is None else d

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 from monai.transforms import MapTransform
@@ -32,10 +32,12 @@ from ..transforms.ssdu import (
     protected_lines,
     split_lines,
 )
+from .formats import format_of, raw_options
 from .index import assign_groups, build_items, find_multicoil, scan_dataset
-from .loading import LoadCMRSliced
 from .layout import tree_release
+from .loading import LoadCMRSliced
 from .matio import read_mat, write_mat
+from .raw_index import RAW_SPLIT
 from .split import patient_split
 
 __all__ = [
@@ -53,8 +55,9 @@ logger = logging.getLogger(__name__)
 
 
 def person_key(patient: str, split: str) -> str:
-    """The split key of a patient: ``patient`` in the TrainingSet, ``<patient>@<Set>`` elsewhere (other numbering)."""
-    return patient if split == "TrainingSet" else f"{patient}@{split}"
+    """The split key of a patient: ``patient`` in the TrainingSet and in a folder of scanner raw data,
+    ``<patient>@<Set>`` in the challenge's other sets (another numbering)."""
+    return patient if split in ("TrainingSet", RAW_SPLIT) else f"{patient}@{split}"
 
 
 def _reference_map(records) -> dict[tuple, object]:
@@ -82,6 +85,7 @@ def undersampled_datalist(
     tasks: Iterable[str] | None = None,
     references: bool = True,
     max_items: int | None = None,
+    raw_data: Mapping | None = None,
 ) -> list[dict]:
     """Items (as :func:`bundle.data.build_datalist`) of the undersampled files of one side of the person split.
 
@@ -101,8 +105,10 @@ def undersampled_datalist(
     if subset not in ("train", "val", "all"):
         raise ValueError(f"subset must be 'train', 'val' or 'all', not {subset!r}")
     if mask_names is not None:
-        raise ValueError("official_masks does not apply to self-supervised training: undersampled files carry their mask")
-    records = scan_dataset(root, on_error=on_error, tasks=tasks)
+        raise ValueError(
+            "official_masks does not apply to self-supervised training: undersampled files carry their mask"
+        )
+    records = scan_dataset(root, on_error=on_error, tasks=tasks, raw_data=raw_data)
     chosen = None if splits is None else ({splits} if isinstance(splits, str) else set(splits))
     und = [r for r in records if r.kind == "undersampled" and (chosen is None or r.split in chosen)]
     if not und:
@@ -114,6 +120,8 @@ def undersampled_datalist(
             f"{n_full} fully sampled file(s): train those with configs/train.yaml alone",
         )
     for r in und:
+        if r.release is None:  # scanner raw data: the file holds its own lines (its format says which)
+            continue
         if not r.mask_path or not os.path.isfile(r.mask_path):
             raise CMRDataError.at(
                 r.path,
@@ -139,13 +147,36 @@ def undersampled_datalist(
         refs = _reference_map(records)
         for item in items:
             ref = refs.get((item["modality"], item["split"], item["patient"], item["series"]))
-            if ref is not None and (ref.nz, ref.ny, ref.nx) == (item["nz"], item["ny"], item["nx"]) and ref.nt >= item["nt"]:
+            if (
+                ref is not None
+                and (ref.nz, ref.ny, ref.nx) == (item["nz"], item["ny"], item["nx"])
+                and ref.nt >= item["nt"]
+            ):
                 item["reference_file"] = ref.path
     if max_items is not None:
         items = items[: int(max_items)]
     if not items:
         raise EmptyDatasetError.at(root, f"self-supervised subset {subset!r} has no items")
     return items
+
+
+def _item_masks(items: Sequence[Mapping]) -> dict[tuple[str, str], tuple[str, np.ndarray]]:
+    """``{(group, source): (file named in messages, (F, ny) bool lines)}`` of the items' masks: a mask file, or
+    the lines a raw file holds (its format's ``acquired``)."""
+    found: dict[tuple[str, str], tuple[str, np.ndarray]] = {}
+    for item in items:
+        if item.get("mask_file"):
+            key = (str(item.get("group", "")), str(item["mask_file"]))
+            if key not in found:
+                found[key] = (key[1], _file_lines(key[1]))
+        elif item.get("format"):
+            source = f"{item['file']}::{item.get('entry') or ''}"
+            key = (str(item.get("group", "")), source)
+            if key not in found:
+                acquired = format_of(item).acquired(item["file"], item.get("entry"), **raw_options(item))
+                if acquired is not None:
+                    found[key] = (str(item["file"]), np.asarray(acquired).max(axis=-1) != 0)  # (nt, ny, nx) -> lines
+    return found
 
 
 def _file_lines(mask_file: str) -> np.ndarray:
@@ -178,8 +209,9 @@ def check_ssdu_masks(
     if role not in ("train", "val"):
         raise ValueError(f"role must be 'train' or 'val', got {role!r}")
     rng = np.random.RandomState(0)  # only the sizes matter here
-    for mask_file in sorted({str(i["mask_file"]) for i in items if i.get("mask_file")}):
-        for lines in {tuple(row) for row in _file_lines(mask_file)}:
+    masks = {name: lines for name, lines in _item_masks(items).values()}
+    for mask_file, file_lines in sorted(masks.items()):
+        for lines in {tuple(row) for row in file_lines}:
             lines = np.asarray(lines, dtype=bool)
             try:
                 protected = protected_lines(lines, None, min_acs_lines)
@@ -198,16 +230,13 @@ def acquisition_density(items: Sequence[Mapping]) -> dict[str, list[float]]:
     """
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    seen: set[tuple[str, str]] = set()
-    for item in items:
-        key = (str(item.get("group", "")), str(item["mask_file"]))
-        if key in seen:
-            continue
-        seen.add(key)
-        lines = _file_lines(key[1]).astype(np.float64)
-        group = key[0]
+    for (group, _), (name, file_lines) in _item_masks(items).items():
+        lines = file_lines.astype(np.float64)
+        key = (group, name)
         if group in sums and sums[group].shape != lines.shape[1:]:
-            raise CMRDataError.at(key[1], f"group {group!r} mixes masks of {sums[group].shape[0]} and {lines.shape[1]} lines")
+            raise CMRDataError.at(
+                key[1], f"group {group!r} mixes masks of {sums[group].shape[0]} and {lines.shape[1]} lines"
+            )
         sums[group] = sums.get(group, 0.0) + lines.sum(axis=0)
         counts[group] = counts.get(group, 0) + lines.shape[0]
     return {g: (sums[g] / counts[g]).tolist() for g in sorted(sums)}
