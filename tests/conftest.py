@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+# The decoded raw-data cache of every test (and its subprocesses) lives in a temporary folder, never in ~/.cache.
+os.environ.setdefault("HYPERCMR_CACHE", tempfile.mkdtemp(prefix="hypercmr-cache-"))
 
 # One thread per xdist worker: the suite runs 2 workers on 2 cores.
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))

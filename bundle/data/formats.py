@@ -28,6 +28,7 @@ from ..errors import ShapeError
 from ..geometry import ScanGeometry
 from . import ismrmrd as raw
 from .matio import MatSliceReader, mat_shape
+from .raw_cache import CachedRawReader, resolve_cache_dir
 
 __all__ = [
     "VolumeInfo",
@@ -180,8 +181,16 @@ class IsmrmrdFormat(KspaceFormat):
             for s in self.series(path, group=group, series_type=series_type)
         ]
 
-    def open(self, path, entry=None, *, group=None, series_type=None, prewhiten: bool = True, **options):
-        return raw.RawSliceReader(self._series(path, entry, group, series_type), prewhiten=prewhiten)
+    def open(
+        self, path, entry=None, *, group=None, series_type=None, prewhiten: bool = True, cache_dir=None, **options
+    ):
+        """A reader of one series; with ``cache_dir`` (``'auto'``: the user cache) through the decoded-k-space
+        cache of :mod:`bundle.data.raw_cache`, which reads slices at the cost of a ``.mat`` file."""
+        series = self._series(path, entry, group, series_type)
+        folder = resolve_cache_dir(cache_dir)
+        if folder is None:
+            return raw.RawSliceReader(series, prewhiten=prewhiten)
+        return CachedRawReader(series, cache_dir=folder, prewhiten=prewhiten)
 
 
 FORMATS: Mapping[str, KspaceFormat] = {f.name: f for f in (MatFormat(), IsmrmrdFormat())}

@@ -95,7 +95,9 @@ class LoadCMRSliced(MapTransform):
     Items name their file format in ``format`` (absent: CMRxRecon ``.mat``; see :mod:`bundle.data.formats`), and a
     series of a raw file its ``entry`` and ``raw_group``. Scanner raw data is read through its format's slice reader
     (readout oversampling removed, noise prewhitened unless ``prewhiten=False``); an undersampled raw item's
-    ``mask`` is the lines the file holds.
+    ``mask`` is the lines the file holds. ``raw_cache_dir`` (``'auto'``: ``~/.cache/hypercmr/raw``, see
+    :mod:`bundle.data.raw_cache`; ``None``: decode every read) holds each raw series decoded once, so that a slice
+    costs what a ``.mat`` slice does.
 
     Raises (all name the file, ``z`` and ``t``): :class:`NonFiniteDataError` for NaN/Inf when ``check_finite``,
     :class:`EmptySliceError` when the target frame is all zeros, :class:`ShapeError` for a file that is not
@@ -113,6 +115,7 @@ class LoadCMRSliced(MapTransform):
         read_sampled_lines: bool = False,
         memory_map: bool = True,
         prewhiten: bool = True,
+        raw_cache_dir: str | os.PathLike | None = "auto",
     ):
         super().__init__(keys=("file",))
         if num_adj_frames < 1 or num_adj_frames % 2 == 0:
@@ -127,6 +130,7 @@ class LoadCMRSliced(MapTransform):
         self.read_sampled_lines = bool(read_sampled_lines)
         self.memory_map = bool(memory_map)
         self.prewhiten = bool(prewhiten)
+        self.raw_cache_dir = None if raw_cache_dir is None else os.fspath(raw_cache_dir)
         if slab_cache < 0:
             raise ValueError(f"slab_cache must be >= 0, got {slab_cache}")
         self.slab_cache = int(slab_cache)
@@ -146,7 +150,12 @@ class LoadCMRSliced(MapTransform):
         reader = self._readers.pop(key, None)
         if reader is None:
             reader = format_of(d).open(
-                path, d.get("entry"), memory_map=self.memory_map, prewhiten=self.prewhiten, **raw_options(d)
+                path,
+                d.get("entry"),
+                memory_map=self.memory_map,
+                prewhiten=self.prewhiten,
+                cache_dir=self.raw_cache_dir,
+                **raw_options(d),
             )
         self._readers[key] = reader  # most recently used last
         while len(self._readers) > self.max_open_files:
