@@ -280,3 +280,37 @@ def test_inference_names_a_bad_raw_file_and_writes_the_others(raw_root, trained,
     assert not (out / "nifti" / "P005" / "cine_sax.nii.gz").exists()
     assert len(list((out / "dicom" / "P005" / "cine_sax").glob("IM_*.dcm"))) == RAW_TINY["nz"] * RAW_TINY["nt"]
     assert not list((out / "nifti").rglob("radial*")) and not list((out / "dicom").rglob("radial*"))
+
+
+def test_self_supervised_training_on_undersampled_raw_files_alone(tmp_path):
+    """A site's prospectively undersampled scans, nothing fully sampled: SSDU trains and selects by Γ."""
+    from bundle.data.undersampled import check_ssdu_masks, undersampled_datalist
+
+    site = tmp_path / "site"
+    for p in (1, 2, 3):
+        write_ismrmrd_phantom(site / f"P00{p}" / "cine_sax.h5", **RAW_TINY, seed=10 + p, acceleration=2, acs=6)
+    items = undersampled_datalist(site, subset="train", val_fraction=0.34, seed=0)
+    assert {i["format"] for i in items} == {"ismrmrd"} and all(not i.get("mask_file") for i in items)
+    check_ssdu_masks(items, "train")
+    out = tmp_path / "out"
+    overrides = {
+        "bundle_root": str(REPO),
+        "dataset_dir": str(site),
+        "output_dir": str(out / "runs"),
+        "ckpt_dir": str(out / "models"),
+        "epochs": 1,
+        "num_workers": 0,
+        "train_max_items": 4,
+        "val_max_items": 2,
+        "accumulation_steps": 1,
+        "val_fraction": 0.34,
+        "num_coils": RAW_TINY["nc"],
+        **TINY_NET,
+    }
+    workflow = _workflow(["train.yaml", "self_supervised.yaml"], "training", **overrides)
+    run_workflow(workflow)
+    assert (out / "models" / "model.pt").is_file()
+    split = json.loads((out / "runs" / "split.json").read_text())
+    assert sorted(split["train"] + split["val"]) == ["P001", "P002", "P003"]
+    metrics = workflow.parser.get_parsed_content("validate#evaluator").state.metrics
+    assert np.isfinite(metrics["val_gamma"]) and metrics["val_gamma"] > 0
