@@ -7,15 +7,18 @@ Usage, from the repository root (no installation needed)::
     python scripts/demo_figures.py [--runs runs/train] --write    # rewrite the READMEs' table of this precision
 
 The figures are the validation metrics (challenge protocol) of the first and the last epoch, and of the
-zero-filled input, read from the run's TensorBoard events. Training autocasts in bf16 only on a CPU with native
-bf16 and is fp32 elsewhere, and the two give different figures, so each README keeps one table per precision:
-fp32 between ``<!-- demo figures fp32 -->`` and ``<!-- end demo figures fp32 -->``, bf16 between
-``<!-- demo figures -->`` and ``<!-- end demo figures -->`` (the original block; a README without an fp32 block
-is compared with it). The run's precision is the one training resolves on this CPU (``--precision`` overrides).
+zero-filled input, read from the run's TensorBoard events. ``make train`` trains in fp32 on every CPU
+(``configs/demo.yaml``: ``amp: false``), but fp32 kernels round differently on CPUs with AVX2 only, with AVX-512,
+and with AMX (oneDNN picks other kernels and summation orders, and training amplifies the last bits), so each README
+keeps one table per precision and kind of CPU, between ``<!-- demo figures <precision> <cpu> -->`` and
+``<!-- end demo figures <precision> <cpu> -->``; the original ``<!-- demo figures -->`` block (fp32, AMD EPYC with
+AVX-512) is the fallback, and a ``<!-- demo figures fp32 -->`` block the fallback for fp32. The run's precision is
+the one demo training resolves on this CPU and its kind is read from the CPU's flags (``--precision`` and ``--cpu``
+override).
 
 The last epoch reproduces the table when |ΔSSIM| <= 0.003, |ΔPSNR| <= 0.3 dB and |ΔNMSE| <= 0.003: runs of one
-precision on one kind of CPU agree to the printed digits (seeded), while the same bf16 run on an AMD EPYC and an
-Intel Xeon with AMX differs by 0.0031 SSIM, 0.75 dB and 0.0047 NMSE, and epochs 1 to 6 gain 0.02 SSIM and
+precision on one kind of CPU agree to the printed digits (seeded), while the same fp32 run on an AMD EPYC with
+AVX-512 and an Intel Xeon with AMX differs by 0.0031 SSIM, 0.75 dB and 0.0047 NMSE, and epochs 1 to 6 gain 0.02 SSIM and
 2.2 dB; the tolerance absorbs thread and library rounding, not another CPU's arithmetic nor a run that did not
 learn. One line says whether the run reproduced the figures, or by how much it did not.
 
@@ -36,6 +39,7 @@ METRICS = ("ssim", "psnr", "nmse")
 #: Largest difference of the last epoch's figures from the table that still counts as reproduced.
 TOLERANCE = {"ssim": 0.003, "psnr": 0.3, "nmse": 0.003}
 PRECISIONS = ("fp32", "bf16")
+CPU_KINDS = ("avx2", "avx512", "amx")
 EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE = 0, 1, 2
 
 
@@ -70,32 +74,37 @@ def table(figures: dict[str, dict[int, float]]) -> str:
     return "\n".join(lines)
 
 
-def markers(precision: str | None = None) -> tuple[str, str]:
-    """The marker lines of the table of ``precision``: bf16 (and ``None``) the original block, fp32 its own."""
+def markers(precision: str | None = None, cpu: str | None = None) -> tuple[str, str]:
+    """The marker lines of the table of ``precision`` on CPUs of kind ``cpu`` (:func:`cpu_kind`); without a
+    kind, fp32 has its own block and bf16 (and ``None``) the original one."""
+    if precision and cpu:
+        return f"<!-- demo figures {precision} {cpu} -->", f"<!-- end demo figures {precision} {cpu} -->"
     if precision == "fp32":
         return "<!-- demo figures fp32 -->", "<!-- end demo figures fp32 -->"
     return BEGIN, END
 
 
-def _block(text: str, path: Path, precision: str | None = None) -> tuple[int, int]:
-    begin, end_marker = markers(precision)
-    if precision == "fp32" and begin not in text:
-        begin, end_marker = BEGIN, END  # a README with one table: the run is compared with it
+def _block(text: str, path: Path, precision: str | None = None, cpu: str | None = None) -> tuple[int, int]:
+    # The most specific block the README has: this precision on this kind of CPU, this precision, the original.
+    for candidate in ((precision, cpu), (precision, None), (None, None)):
+        begin, end_marker = markers(*candidate)
+        if begin in text:
+            break
     start, end = text.find(begin), text.find(end_marker)
     if start < 0 or end < start:
         raise ValueError(f"{path}: no '{begin}' ... '{end_marker}' block")
     return start + len(begin), end
 
 
-def current_table(path: Path, precision: str | None = None) -> str:
+def current_table(path: Path, precision: str | None = None, cpu: str | None = None) -> str:
     text = path.read_text()
-    start, end = _block(text, path, precision)
+    start, end = _block(text, path, precision, cpu)
     return text[start:end].strip()
 
 
-def write_table(path: Path, new: str, precision: str | None = None) -> None:
+def write_table(path: Path, new: str, precision: str | None = None, cpu: str | None = None) -> None:
     text = path.read_text()
-    start, end = _block(text, path, precision)
+    start, end = _block(text, path, precision, cpu)
     path.write_text(text[:start] + "\n" + new + "\n" + text[end:])
 
 
@@ -112,10 +121,27 @@ def last_epoch(table_text: str) -> dict[str, float] | None:
 
 
 def run_precision() -> str:
-    """The precision demo training resolves on this CPU (``amp: auto``)."""
+    """The precision demo training resolves on this CPU: ``amp`` of ``configs/demo.yaml`` (false: fp32 on every
+    CPU), as ``make train`` runs it."""
+    import yaml
+
     from bundle.workflows.precision import resolve_precision
 
-    return resolve_precision("auto", "auto", "cpu").name
+    amp = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text()).get("amp", "auto")
+    return resolve_precision(amp, "auto", "cpu").name
+
+
+def cpu_kind() -> str:
+    """The kind of x86 CPU whose fp32 kernels (oneDNN) a run used: ``amx`` (Intel Xeon with AMX), ``avx512`` or
+    ``avx2``. The same seeded fp32 run agrees to the printed digits on one kind and differs between kinds."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = {w for line in f if line.lower().startswith("flags") for w in line.split(":", 1)[1].split()}
+    except OSError:
+        flags = set()
+    if "amx_bf16" in flags or "amx_tile" in flags:
+        return "amx"
+    return "avx512" if "avx512f" in flags else "avx2"
 
 
 def compare(run: dict[str, float], expected: dict[str, float] | None) -> tuple[bool, str]:
@@ -138,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "train", help="the run's TensorBoard folder")
     parser.add_argument("--docs", type=Path, nargs="+", default=list(DOCS), help="README files holding the table")
     parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto", help="the run's precision")
+    parser.add_argument("--cpu", choices=("auto", *CPU_KINDS), default="auto", help="the kind of CPU it ran on")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="rewrite the table of this precision")
     mode.add_argument("--report", action="store_true", help="print the verdict and exit 0 (make train)")
@@ -145,24 +172,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         figures = read_figures(args.runs)
         precision = run_precision() if args.precision == "auto" else args.precision
+        cpu = cpu_kind() if args.cpu == "auto" else args.cpu
         expected = table(figures)
         last = max(figures["val_ssim"])
         run = {m: figures[f"val_{m}"][last] for m in METRICS}
-        verdicts = {path: compare(run, last_epoch(current_table(path, precision))) for path in args.docs}
+        verdicts = {path: compare(run, last_epoch(current_table(path, precision, cpu))) for path in args.docs}
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     if args.write:
         for path in args.docs:
-            if current_table(path, precision) != expected:
-                write_table(path, expected, precision)
-                print(f"updated the {precision} table of {path}")
+            if current_table(path, precision, cpu) != expected:
+                write_table(path, expected, precision, cpu)
+                print(f"updated the {precision} ({cpu}) table of {path}")
         return EXIT_OK
     different = [path for path, (ok, _) in verdicts.items() if not ok]
     words = verdicts[args.docs[0]][1]
     if different:
         print(
-            f"demo not reproduced: the {precision} figures of this run differ from "
+            f"demo not reproduced: the {precision} figures of this run ({cpu} CPU) differ from "
             + ", ".join(map(str, different))
             + f" beyond the tolerance: {words}",
             file=sys.stderr,
@@ -170,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         print(expected, file=sys.stderr)
         print(f"(python scripts/demo_figures.py --write updates the {precision} table)", file=sys.stderr)
         return EXIT_OK if args.report else EXIT_DIFFERENT
-    print(f"demo reproduced: the {precision} figures of {', '.join(map(str, args.docs))} within the tolerance: {words}")
+    print(
+        f"demo reproduced: the {precision} figures ({cpu} CPU) of {', '.join(map(str, args.docs))} within the "
+        f"tolerance: {words}"
+    )
     return EXIT_OK
 
 

@@ -28,7 +28,8 @@ def test_cpu_precision_follows_native_bf16(monkeypatch, amp, native, expected):
         ("auto", False, "precision: fp32 (this CPU has no native bf16: AVX512_BF16/AMX_BF16 not found)"),
         ("auto", True, "precision: bf16 (this CPU has native bf16"),
         ("cuda", True, "precision: fp32 (amp: cuda autocasts on GPUs only; this run is on cpu)"),
-        (False, True, "precision: fp32 (amp is off)"),
+        (False, True, "precision: fp32 (amp is off in the config; this CPU has native bf16)"),
+        (False, False, "precision: fp32 (amp is off in the config; this CPU has no native bf16)"),
     ],
 )
 def test_resolved_precision_is_logged_with_its_reason_in_one_line(monkeypatch, caplog, amp, native, line):

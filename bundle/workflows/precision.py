@@ -136,6 +136,9 @@ def _resolve(amp, amp_dtype, device) -> tuple[Precision, str]:
     dtype = _parse_dtype(amp_dtype)
     device_type = torch.device(device).type
     if switch is False:
+        if device_type == "cpu":
+            native = "has native bf16" if cpu_has_native_bf16() else "has no native bf16"
+            return Precision(device_type), f"amp is off in the config; this CPU {native}"
         return Precision(device_type), "amp is off"
     if switch == "cuda" and device_type != "cuda":
         return Precision(device_type), f"amp: cuda autocasts on GPUs only; this run is on {device_type}"
