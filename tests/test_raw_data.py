@@ -282,8 +282,9 @@ def test_inference_names_a_bad_raw_file_and_writes_the_others(raw_root, trained,
     assert not list((out / "nifti").rglob("radial*")) and not list((out / "dicom").rglob("radial*"))
 
 
-def test_self_supervised_training_on_undersampled_raw_files_alone(tmp_path):
-    """A site's prospectively undersampled scans, nothing fully sampled: SSDU trains and selects by Γ."""
+def test_self_supervised_training_on_undersampled_raw_files_alone(trained, tmp_path):
+    """A site's prospectively undersampled scans, nothing fully sampled: SSDU fine-tunes a trained model (the
+    README's "adapt a model to my scanner") and selects by Γ."""
     from bundle.data.undersampled import check_ssdu_masks, undersampled_datalist
 
     site = tmp_path / "site"
@@ -305,6 +306,8 @@ def test_self_supervised_training_on_undersampled_raw_files_alone(tmp_path):
         "accumulation_steps": 1,
         "val_fraction": 0.34,
         "num_coils": RAW_TINY["nc"],
+        "init_weights": str(trained / "models" / "model.pt"),
+        "learning_rate": 1.0e-5,
         **TINY_NET,
     }
     workflow = _workflow(["train.yaml", "self_supervised.yaml"], "training", **overrides)
