@@ -206,6 +206,10 @@ def test_inference_writes_nifti_and_dicom_in_the_scanner_patient_space(raw_root,
         assert ds.Rows == RAW_TINY["ny"] and ds.Columns == RAW_TINY["nx"]
         assert np.linalg.norm(dicom_pixel_lps(ds, j, i) - truth.marker_lps) < 0.1 * voxel
         assert ds.PatientPosition == "HFS" and float(ds.MagneticFieldStrength) > 0
+    # skip_existing: a second run finds every output and rewrites none.
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.suffix in (".gz", ".dcm", ".json")}
+    run_workflow(_workflow(["inference.yaml"], "inference", **overrides))
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
 def test_the_zero_filled_raw_image_shows_the_marker_where_the_geometry_puts_it(raw_root):
