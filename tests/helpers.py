@@ -263,6 +263,31 @@ def snapshot(root: Path) -> dict:
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
+def config_workflow(configs, run_id: str, **overrides) -> ConfigWorkflow:
+    """The bundle run ``run_id`` of the configs named (files in ``configs/``), as ``monai.bundle run`` builds it."""
+    return ConfigWorkflow(
+        config_file=[str(CONFIGS / c) for c in configs],
+        meta_file=META,
+        logging_file=LOGGING,
+        workflow_type="train" if run_id != "inference" else "infer",
+        run_id=run_id,
+        **overrides,
+    )
+
+
+def raised(error_type, fn):
+    """Run ``fn`` and return the ``error_type`` exception in the raised chain (MONAI wraps config errors)."""
+    import pytest
+
+    with pytest.raises(Exception) as info:
+        fn()
+    err = info.value
+    while err is not None and not isinstance(err, error_type):
+        err = err.__cause__ or err.__context__
+    assert err is not None, f"{error_type.__name__} not raised: {info.value!r}"
+    return err
+
+
 def run_workflow(workflow: ConfigWorkflow) -> None:
     workflow.initialize()
     assert workflow.check_properties() == []

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 from helpers import REPO, TINY_NET
+from helpers import raised as _cause
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from bundle.data import make_demo_dataset, read_mat, write_mat
@@ -132,17 +133,6 @@ def _parser(tree: Path, tmp_path: Path, on_bad_data: str, **extra) -> ConfigPars
         }
     )
     return parser
-
-
-def _cause(error_type, fn):
-    """Run ``fn`` and return the ``error_type`` exception in the raised chain (MONAI wraps config errors)."""
-    with pytest.raises(Exception) as info:
-        fn()
-    err = info.value
-    while err is not None and not isinstance(err, error_type):
-        err = err.__cause__ or err.__context__
-    assert err is not None, f"{error_type.__name__} not raised: {info.value!r}"
-    return err
 
 
 def _extra(kind: str) -> dict:

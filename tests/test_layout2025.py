@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from helpers import CONFIGS, LOGGING, META, REPO, TINY_NET, run_workflow, train_overrides
-from monai.bundle import ConfigWorkflow
+from helpers import REPO, TINY_NET, run_workflow, train_overrides
+from helpers import config_workflow as _workflow
 
 from bundle.data import make_demo_dataset, read_mat, write_mat
 from bundle.data.checks import check_dataset
@@ -155,17 +155,6 @@ def test_run4ranking_2025_selection_and_shapes():
     assert t2w.shape == (10, 12, 2)
     assert matlab_shape(run4ranking(vol[:, :, :1, 0], "T1w", coil_combined=True)).shape == (10, 12)
     assert matlab_shape(run4ranking(vol[:, :, :, :1], "lge_sax", coil_combined=True)).shape == (10, 12, 2)
-
-
-def _workflow(configs, run_id, **overrides):
-    return ConfigWorkflow(
-        config_file=[str(CONFIGS / c) for c in configs],
-        meta_file=META,
-        logging_file=LOGGING,
-        workflow_type="train" if run_id != "inference" else "infer",
-        run_id=run_id,
-        **overrides,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ import pickle
 
 import numpy as np
 import pytest
+from helpers import RAW_TINY
 
 from bundle.data.demo_ismrmrd import write_ismrmrd_phantom
 from bundle.data.ismrmrd import RawSliceReader, scan_raw_file
 from bundle.data.raw_cache import CachedRawReader, default_cache_dir, resolve_cache_dir
 from bundle.errors import RawDataError
-from tests.helpers import RAW_TINY
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
+from helpers import RAW_TINY, REPO, TINY_NET, dicom_pixel_lps, run_workflow, train_overrides
+from helpers import config_workflow as _workflow
+from helpers import raised as _cause
 
 from bundle.data import LoadCMRSliced, build_datalist, detect_layout, scan_dataset
 from bundle.data.demo_ismrmrd import write_ismrmrd_phantom
@@ -25,7 +27,6 @@ from bundle.data.formats import FORMATS, format_of
 from bundle.data.index import is_raw_dataset, training_patients
 from bundle.errors import EmptyDatasetError
 from bundle.geometry import LPS_TO_RAS
-from tests.helpers import CONFIGS, LOGGING, META, RAW_TINY, REPO, TINY_NET, dicom_pixel_lps, run_workflow
 
 pytestmark = pytest.mark.xdist_group("raw_data")
 
@@ -129,34 +130,14 @@ def test_an_empty_folder_says_what_was_looked_for(tmp_path):
         scan_dataset(tmp_path)
 
 
-def _workflow(configs, run_id, **overrides):
-    return ConfigWorkflow(
-        config_file=[str(CONFIGS / c) for c in configs],
-        meta_file=META,
-        logging_file=LOGGING,
-        workflow_type="train" if run_id != "inference" else "infer",
-        run_id=run_id,
-        **overrides,
-    )
-
-
 @pytest.fixture(scope="module")
 def trained(raw_root, tmp_path_factory) -> Path:
     root, _ = raw_root
     out = tmp_path_factory.mktemp("raw_train")
     overrides = {
-        "bundle_root": str(REPO),
-        "dataset_dir": str(root),
-        "output_dir": str(out / "runs"),
-        "ckpt_dir": str(out / "models"),
-        "epochs": 1,
-        "num_workers": 0,
-        "train_max_items": 4,
-        "val_max_items": 2,
-        "accumulation_steps": 1,
-        "val_fraction": 0.5,
+        **train_overrides(root, out),
+        **{"train_max_items": 4, "val_max_items": 2, "accumulation_steps": 1, "val_fraction": 0.5},
         "num_coils": RAW_TINY["nc"],
-        **TINY_NET,
     }
     run_workflow(_workflow(["train.yaml"], "training", **overrides))
     assert (out / "models" / "model.pt").is_file()
@@ -230,21 +211,12 @@ def test_the_zero_filled_raw_image_shows_the_marker_where_the_geometry_puts_it(r
         reader.close()
 
 
-def _cause(error_type, fn):
-    with pytest.raises(Exception) as info:
-        fn()
-    err = info.value
-    while err is not None and not isinstance(err, error_type):
-        err = err.__cause__ or err.__context__
-    assert err is not None, f"{error_type.__name__} not raised: {info.value!r}"
-    return err
-
-
 def test_inference_names_a_bad_raw_file_and_writes_the_others(raw_root, trained, tmp_path):
     """A radial file and an irregular stack among good files: the radial one is refused by name, the irregular one
     gets DICOM only, the good one everything; the run ends with the partial-success status."""
+    from helpers import edit_ismrmrd_readouts, edit_ismrmrd_xml
+
     from bundle.workflows.handlers import SkippedDataError
-    from tests.helpers import edit_ismrmrd_readouts, edit_ismrmrd_xml
 
     root, _ = raw_root
     site = tmp_path / "site"
@@ -299,20 +271,11 @@ def test_self_supervised_training_on_undersampled_raw_files_alone(trained, tmp_p
     check_ssdu_masks(items, "train")
     out = tmp_path / "out"
     overrides = {
-        "bundle_root": str(REPO),
-        "dataset_dir": str(site),
-        "output_dir": str(out / "runs"),
-        "ckpt_dir": str(out / "models"),
-        "epochs": 1,
-        "num_workers": 0,
-        "train_max_items": 4,
-        "val_max_items": 2,
-        "accumulation_steps": 1,
-        "val_fraction": 0.34,
+        **train_overrides(site, out),
+        **{"train_max_items": 4, "val_max_items": 2, "accumulation_steps": 1, "val_fraction": 0.34},
         "num_coils": RAW_TINY["nc"],
         "init_weights": str(trained / "models" / "model.pt"),
         "learning_rate": 1.0e-5,
-        **TINY_NET,
     }
     workflow = _workflow(["train.yaml", "self_supervised.yaml"], "training", **overrides)
     run_workflow(workflow)
