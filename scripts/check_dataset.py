@@ -86,10 +86,18 @@ def describe_raw_folder(root: Path, records) -> str:
         name = os.path.relpath(r.path, root) + (f" [{r.entry}]" if r.entry else "")
         lines.append(f"  {name}  (patient {r.patient}, group {r.raw_group})")
         encoded = info.get("encoded_matrix") or ()
-        sampling = "fully sampled"
+        sampling = f"fully sampled (retrospective masks with {r.acs_width} ACS lines)"
         if r.kind != "full" and volume.acquired is not None:
             per_frame = volume.acquired.max(axis=-1).sum(axis=-1).mean()  # (nt, ny, nx) -> lines per frame
-            sampling = f"undersampled, R={r.acceleration} ({per_frame:.1f} of {r.ny} lines per frame)"
+            sampling = (
+                f"undersampled, R={r.acceleration} ({per_frame:.1f} of {r.ny} lines per frame), ACS {r.acs_width} lines"
+            )
+        extras = [
+            f"partial Fourier {info['partial_fourier']:.2f}" if info.get("partial_fourier") else "",
+            "asymmetric echo (zero-filled)" if info.get("asymmetric_echo") else "",
+            f"{info.get('calibration')} ACS" if info.get("calibration") == "separate" else "",
+        ]
+        sampling += "".join(f"; {e}" for e in extras if e)
         lines.append(
             f"    series {r.series} ({r.series_type}), {info.get('vendor') or 'unknown vendor'}"
             f" {info.get('field_strength_T') or '?'} T; matrix recon {r.nx}x{r.ny}"
@@ -97,7 +105,7 @@ def describe_raw_folder(root: Path, records) -> str:
             + f"; {r.nc} coils, {r.nz} slices, {r.nt} {'phases' if r.series_type == 'cine' else 'frames'}"
         )
         lines.append(
-            f"    {sampling}, ACS {r.acs_width} lines; readout oversampling {info.get('readout_oversampling', 1)}x,"
+            f"    {sampling}; readout oversampling {info.get('readout_oversampling', 1)}x,"
             f" phase oversampling {info.get('phase_oversampling', 1)}x; {info.get('noise_readouts', 0)} noise readouts"
             + (" (prewhitened)" if info.get("noise_readouts") else " (no prewhitening)")
         )
