@@ -235,9 +235,11 @@ class ReconstructionWriter:
         geometry, scan_info = _scan_geometry(entry.get("source"), volume.shape[2])
         voxel = self.voxel_size if self.voxel_size is not None else default_voxel_size(series)
         frame_time = self.frame_time if self.frame_time is not None else default_frame_time(series)
-        if geometry is not None:  # the scanner's own spacing and frame times
-            voxel = (*geometry.pixel_spacing, geometry.slice_spacing or geometry.slice_thickness)
-            frame_time = _frame_time(geometry, frame_time)
+        if geometry is not None:  # the scanner's own spacing and frame times, unless the config sets them
+            if self.voxel_size is None:
+                voxel = (*geometry.pixel_spacing, geometry.slice_spacing or geometry.slice_thickness)
+            if self.frame_time is None:
+                frame_time = _frame_time(geometry, frame_time)
         info = self.extras.describe(
             file,
             series,
