@@ -193,6 +193,8 @@ def _trained_state(out: Path) -> tuple[str, dict]:
     return (out / "runs" / "split.json").read_text(), state["model"]
 
 
+# Its own xdist group: the torchrun tests of this module would otherwise all queue on one worker.
+@pytest.mark.xdist_group("distributed_train")
 def test_two_launchers_nnodes_2_train_like_one_launcher_with_two_processes(tree, tmp_path):
     run = [sys.executable, "-m", "torch.distributed.run"]
     single = subprocess.run(
@@ -279,6 +281,8 @@ def _partial(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob(".*.tmp*") if p.is_file())
 
 
+# Its own xdist group: the torchrun tests of this module would otherwise all queue on one worker.
+@pytest.mark.xdist_group("distributed_faults")
 def test_a_rank_killed_mid_run_fails_the_job_naming_it_and_the_rerun_completes_it(tree, model, tmp_path):
     import signal
 
@@ -312,6 +316,8 @@ def test_a_rank_killed_mid_run_fails_the_job_naming_it_and_the_rerun_completes_i
     assert [name for name in expected if got[name] != expected[name]] == []
 
 
+# Its own xdist group: the torchrun tests of this module would otherwise all queue on one worker.
+@pytest.mark.xdist_group("distributed_faults")
 def test_a_rank_that_hangs_is_named_by_the_rank_waiting_for_it_within_the_timeout(tree, model, tmp_path):
     import signal
 
