@@ -143,6 +143,27 @@ def _raw_series(path: str, size: int, mtime_ns: int, group: str | None, series_t
     return tuple(raw.scan_raw_file(path, group=group, series_type=series_type))
 
 
+@functools.lru_cache(maxsize=64)
+def _raw_volumes(path: str, size: int, mtime_ns: int, group: str | None, series_type: str | None) -> tuple:
+    return tuple(
+        VolumeInfo(
+            path=s.path,
+            shape=tuple(s.shape),
+            entry=s.entry,
+            group=s.group,
+            series=s.name,
+            fully_sampled=s.fully_sampled,
+            acceleration=s.acceleration,
+            acs_width=s.acs_width,
+            acquired=s.mask,
+            padded=s.padded,
+            geometry=s.geometry,
+            info={**s.info, "encoded_matrix": tuple(s.encoded)},
+        )
+        for s in _raw_series(path, size, mtime_ns, group, series_type)
+    )
+
+
 class IsmrmrdFormat(KspaceFormat):
     """Scanner raw data, ISMRMRD / MRD v1 HDF5 (:mod:`bundle.data.ismrmrd`): geometry of every readout."""
 
@@ -163,23 +184,10 @@ class IsmrmrdFormat(KspaceFormat):
         raise ShapeError.at(path, f"holds no series {entry!r} (its series: {names})")
 
     def describe(self, path, *, group: str | None = None, series_type: str | None = None, **options):
-        return [
-            VolumeInfo(
-                path=s.path,
-                shape=tuple(s.shape),
-                entry=s.entry,
-                group=s.group,
-                series=s.name,
-                fully_sampled=s.fully_sampled,
-                acceleration=s.acceleration,
-                acs_width=s.acs_width,
-                acquired=s.mask,
-                padded=s.padded,
-                geometry=s.geometry,
-                info={**s.info, "encoded_matrix": tuple(s.encoded)},
-            )
-            for s in self.series(path, group=group, series_type=series_type)
-        ]
+        # Built once per file (the loader asks for an item's acquired lines and padding on every read).
+        path = os.path.abspath(os.fspath(path))
+        st = os.stat(path)
+        return list(_raw_volumes(path, st.st_size, st.st_mtime_ns, group, series_type))
 
     def open(
         self, path, entry=None, *, group=None, series_type=None, prewhiten: bool = True, cache_dir=None, **options
