@@ -145,17 +145,22 @@ class RSSMonitor:
     def reset(self) -> None:
         self.peak = self._proc.memory_info().rss
 
+    def _sample(self) -> None:
+        rss_now = self._proc.memory_info().rss
+        self.peak = max(self.peak, rss_now)
+        if self.limit is not None and rss_now > self.limit:
+            sys.stderr.write(f"memory watchdog: RSS {rss_now / GB:.2f} GB > limit {self.limit / GB:.2f} GB\n")
+            sys.stderr.flush()
+            os._exit(MEMORY_LIMIT_EXIT)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            rss_now = self._proc.memory_info().rss
-            self.peak = max(self.peak, rss_now)
-            if self.limit is not None and rss_now > self.limit:
-                sys.stderr.write(f"memory watchdog: RSS {rss_now / GB:.2f} GB > limit {self.limit / GB:.2f} GB\n")
-                sys.stderr.flush()
-                os._exit(MEMORY_LIMIT_EXIT)
+            self._sample()
 
     def __enter__(self) -> RSSMonitor:
+        # Sampled on entry and exit as well: on a loaded machine the thread may not wake once in a short region.
         self.reset()
+        self._sample()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -165,6 +170,7 @@ class RSSMonitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        self._sample()
 
     @property
     def peak_gb(self) -> float:
