@@ -10,7 +10,7 @@ import importlib
 
 __version__ = "0.4.0"
 
-_SUBMODULES = ("data", "errors", "io", "losses", "metrics", "mri", "networks", "transforms", "workflows")
+_SUBMODULES = ("data", "errors", "io", "losses", "metrics", "mri", "networks", "process", "transforms", "workflows")
 
 __all__ = list(_SUBMODULES)
 

@@ -107,19 +107,26 @@ def _infer(tree: Path, model: Path, output: Path, nproc: int, **extra) -> subpro
     return _bundle("inference", configs, nproc, **{**settings, **extra})
 
 
-def test_sharded_inference_writes_the_files_of_one_process_byte_for_byte(tree, model, tmp_path):
-    one = _infer(tree, model, tmp_path / "one", 1)
-    assert one.returncode == 0, _tail(one)
+@pytest.fixture(scope="module")
+def one_process(tree, model, tmp_path_factory) -> Path:
+    """The output folder of the one-process inference command: what every sharded run must equal."""
+    output = tmp_path_factory.mktemp("one_process") / "one"
+    result = _infer(tree, model, output, 1)
+    assert result.returncode == 0, _tail(result)
+    return output
+
+
+def test_sharded_inference_writes_the_files_of_one_process_byte_for_byte(tree, model, one_process, tmp_path):
     two = _infer(tree, model, tmp_path / "two", 2)
     assert two.returncode == 0, _tail(two)
     log = two.stdout + two.stderr
-    expected, got = _files(tmp_path / "one"), _files(tmp_path / "two")
+    expected, got = _files(one_process), _files(tmp_path / "two")
     expected.pop("report.html"), got.pop("report.html")  # it names its own output folder
     assert sorted(got) == sorted(expected)
     assert [name for name in expected if got[name] != expected[name]] == []
     # Both ranks wrote files, each file once; rank 0 drew one bar over all of them.
     ranks = {r: log.count(f".mat (rank {r})") for r in (0, 1)}
-    inputs = len(list((tmp_path / "one" / "preview").rglob("*.png")))
+    inputs = len(list((one_process / "preview").rglob("*.png")))
     assert ranks[0] > 0 and ranks[1] > 0 and ranks[0] + ranks[1] == inputs, ranks
     assert f"{inputs}/{inputs}" in log and "slice/s" in log
     report = (tmp_path / "two" / "report.html").read_text()
@@ -281,13 +288,10 @@ def _partial(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob(".*.tmp*") if p.is_file())
 
 
-# Its own xdist group: the torchrun tests of this module would otherwise all queue on one worker.
-@pytest.mark.xdist_group("distributed_faults")
-def test_a_rank_killed_mid_run_fails_the_job_naming_it_and_the_rerun_completes_it(tree, model, tmp_path):
+# In the module's group, with the sharded test: both compare with the one-process run, made once.
+def test_a_rank_killed_mid_run_fails_the_job_naming_it_and_the_rerun_completes_it(tree, model, one_process, tmp_path):
     import signal
 
-    one = _infer(tree, model, tmp_path / "one", 1)
-    assert one.returncode == 0, _tail(one)
     run = _hit_rank_1_after_its_first_file(_launch(tree, model, tmp_path / "two"), signal.SIGKILL)
     log = run["log"]
     assert run["hit"] is not None, log[-3000:]
@@ -295,7 +299,7 @@ def test_a_rank_killed_mid_run_fails_the_job_naming_it_and_the_rerun_completes_i
     # torchrun stops rank 0 and names the dead rank as the root cause.
     assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)", log) and "exitcode  : -9" in log, log[-3000:]
     out = tmp_path / "two"
-    inputs = len(list((tmp_path / "one" / "preview").rglob("*.png")))
+    inputs = len(list((one_process / "preview").rglob("*.png")))
     complete = sorted(out.rglob("preview/**/*.png"))  # a file's preview is its last output
     assert 0 < len(complete) < inputs, (len(complete), inputs)
     # A file half-written when the rank died (planted, as the kill may land between two files): the NIfTI of
@@ -310,7 +314,7 @@ def test_a_rank_killed_mid_run_fails_the_job_naming_it_and_the_rerun_completes_i
     redone = (again.stdout + again.stderr).count("wrote outputs of")
     assert redone == inputs - len(complete) + 1  # only the missing and incomplete files
     assert _partial(out) == []
-    expected, got = _files(tmp_path / "one"), _files(tmp_path / "two")
+    expected, got = _files(one_process), _files(tmp_path / "two")
     expected.pop("report.html"), got.pop("report.html")
     assert sorted(got) == sorted(expected)
     assert [name for name in expected if got[name] != expected[name]] == []

@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "bundle"
 #: Modules on the ground floor: they import nothing of the bundle but each other's errors.
-GROUND = {"bundle.errors", "bundle.arrays", "bundle.mri", "bundle.files"}
+GROUND = {"bundle.errors", "bundle.arrays", "bundle.mri", "bundle.files", "bundle.process"}
 
 
 def _module(path: Path) -> str:

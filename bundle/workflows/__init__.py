@@ -40,7 +40,6 @@ from .setup import (
     inference_datalist,
     keep_freed_memory,
     prepare_dataset,
-    quick_exit,
     resolve_metric_release,
     worker_init,
 )
@@ -53,7 +52,6 @@ __all__ = [
     "validation_items",
     "checkpoint_state",
     "resolve_metric_release",
-    "quick_exit",
     "META_KEYS",
     "PackReconSampled",
     "PrepareReconBatch",

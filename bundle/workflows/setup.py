@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
-import gc
 import logging
 import os
 from pathlib import Path
@@ -24,7 +22,6 @@ __all__ = [
     "configure_cudnn",
     "worker_init",
     "resolve_metric_release",
-    "quick_exit",
 ]
 
 logger = logging.getLogger(__name__)
@@ -182,23 +179,6 @@ def configure_cudnn(deterministic: bool = False) -> bool:
     if torch.cuda.is_available():
         logger.info("cuDNN autotuning %s (deterministic=%s)", "on" if benchmark else "off", deterministic)
     return benchmark
-
-
-def _collect_then_freeze() -> None:
-    gc.collect()
-    gc.freeze()
-
-
-def quick_exit() -> None:
-    """At interpreter exit, collect garbage once, then freeze what modules still hold (registered once per process).
-
-    A run imports about 5000 modules (MONAI imports all of its own); the collections the interpreter repeats while
-    it tears them down took 1.3 s of every command's end. The one collection here still finalises every object
-    that is garbage by then (``__del__`` runs: DataLoader iterators stop their workers); the frozen rest is left to
-    the operating system. The other atexit handlers (logging, multiprocessing) run as before.
-    """
-    atexit.unregister(_collect_then_freeze)
-    atexit.register(_collect_then_freeze)
 
 
 _THREAD_LIMITS = []  # keeps the BLAS limit of a DataLoader worker alive for the worker's lifetime
