@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.4.0"
+__version__ = "0.4.1"
 
 _SUBMODULES = ("data", "errors", "io", "losses", "metrics", "mri", "networks", "process", "transforms", "workflows")
 
