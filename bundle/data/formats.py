@@ -143,6 +143,13 @@ def _raw_series(path: str, size: int, mtime_ns: int, group: str | None, series_t
     return tuple(raw.scan_raw_file(path, group=group, series_type=series_type))
 
 
+def _file_key(path) -> tuple[str, int, int]:
+    """``(absolute path, size, mtime_ns)``: the caches below see a rewritten file as a new one."""
+    path = os.path.abspath(os.fspath(path))
+    st = os.stat(path)
+    return path, st.st_size, st.st_mtime_ns
+
+
 @functools.lru_cache(maxsize=64)
 def _raw_volumes(path: str, size: int, mtime_ns: int, group: str | None, series_type: str | None) -> tuple:
     return tuple(
@@ -172,9 +179,7 @@ class IsmrmrdFormat(KspaceFormat):
 
     def series(self, path, *, group: str | None = None, series_type: str | None = None) -> tuple:
         """The :class:`~bundle.data.ismrmrd.RawSeries` of a file (headers read once per process and file)."""
-        path = os.path.abspath(os.fspath(path))
-        st = os.stat(path)
-        return _raw_series(path, st.st_size, st.st_mtime_ns, group, series_type)
+        return _raw_series(*_file_key(path), group, series_type)
 
     def _series(self, path, entry, group=None, series_type=None):
         for s in self.series(path, group=group, series_type=series_type):
@@ -185,9 +190,7 @@ class IsmrmrdFormat(KspaceFormat):
 
     def describe(self, path, *, group: str | None = None, series_type: str | None = None, **options):
         # Built once per file (the loader asks for an item's acquired lines and padding on every read).
-        path = os.path.abspath(os.fspath(path))
-        st = os.stat(path)
-        return list(_raw_volumes(path, st.st_size, st.st_mtime_ns, group, series_type))
+        return list(_raw_volumes(*_file_key(path), group, series_type))
 
     def open(
         self, path, entry=None, *, group=None, series_type=None, prewhiten: bool = True, cache_dir=None, **options
